@@ -1,0 +1,1 @@
+//! The iomodels load generator: arrives with the load generator issue.

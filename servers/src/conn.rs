@@ -1,0 +1,321 @@
+//! The connection every model shares: a socket, its input and output buffers, and the
+//! handler. A model decides *when* to call [`Conn::read`] and [`Conn::write`]; what a
+//! read or a write does is the same for all of them.
+//!
+//! The same code serves blocking sockets (the `blocking` model) and non-blocking ones
+//! (every other model): on a blocking socket `WouldBlock` simply never happens.
+
+use std::cell::RefCell;
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::os::fd::{AsRawFd, FromRawFd, RawFd};
+use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+use nix::sys::socket::{accept4, recv, MsgFlags, SockFlag};
+
+use crate::handler::{service_unavailable, Handler, Proto, Step, Work};
+use crate::stats::Stats;
+
+/// A connection holds at most this much unconsumed input. When it is full (the handler
+/// stopped consuming because the client does not read its answers), the connection stops
+/// reading: backpressure, not a growing buffer.
+pub const INPUT_LIMIT: usize = 16 * 1024;
+/// How much one read(2) asks for.
+const READ_CHUNK: usize = 16 * 1024;
+/// Buffers bigger than this are given back once empty, so an idle connection is small.
+const KEEP_CAPACITY: usize = 4 * 1024;
+
+thread_local! {
+    /// One read buffer per thread, not per connection: an idle connection holds none.
+    static SCRATCH: RefCell<Box<[u8]>> = RefCell::new(vec![0; READ_CHUNK].into_boxed_slice());
+}
+
+/// What a read or a write did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Io {
+    /// Bytes moved: try again.
+    Progress,
+    /// The socket has nothing (read) or no room (write): wait for readiness.
+    WouldBlock,
+    /// End of input or an error: see [`Conn::is_done`].
+    Closed,
+}
+
+/// What a connection wants its model to wait for.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Interest {
+    pub read: bool,
+    pub write: bool,
+}
+
+pub struct Conn {
+    pub stream: TcpStream,
+    handler: Handler,
+    /// Received and not yet consumed by the handler (a partial request, or input held
+    /// back while the output is full).
+    input: Vec<u8>,
+    /// To send; `output[sent..]` is still pending.
+    output: Vec<u8>,
+    sent: usize,
+    /// The peer sent EOF: nothing more will be read.
+    eof: bool,
+    /// The handler asked to close once the output is flushed.
+    closing: bool,
+    /// A read or write failed (reset, broken pipe): close now.
+    failed: bool,
+    /// What the waiting mechanism was last told to watch; epoll uses it to skip an
+    /// epoll_ctl when nothing changed.
+    pub registered: Interest,
+}
+
+impl Conn {
+    pub fn new(stream: TcpStream, proto: Proto) -> Conn {
+        Conn {
+            stream,
+            handler: Handler::new(proto),
+            input: Vec::new(),
+            output: Vec::new(),
+            sent: 0,
+            eof: false,
+            closing: false,
+            failed: false,
+            registered: Interest::default(),
+        }
+    }
+
+    pub fn fd(&self) -> RawFd {
+        self.stream.as_raw_fd()
+    }
+
+    /// Reading is wanted until EOF or close, and while there is room for the input.
+    pub fn wants_read(&self) -> bool {
+        !(self.eof || self.closing || self.failed) && self.input.len() < INPUT_LIMIT
+    }
+
+    /// Writing is wanted while output is pending.
+    pub fn wants_write(&self) -> bool {
+        !self.failed && self.sent < self.output.len()
+    }
+
+    pub fn interest(&self) -> Interest {
+        Interest {
+            read: self.wants_read(),
+            write: self.wants_write(),
+        }
+    }
+
+    /// Nothing more will happen on this connection: close it.
+    pub fn is_done(&self) -> bool {
+        self.failed || ((self.eof || self.closing) && !self.wants_write())
+    }
+
+    /// One read(2), then let the handler answer what arrived.
+    pub fn read(&mut self, stats: &Stats) -> Io {
+        let room = INPUT_LIMIT - self.input.len();
+        let got = SCRATCH.with(|scratch| {
+            let mut scratch = scratch.borrow_mut();
+            let buf = &mut scratch[..room.min(READ_CHUNK)];
+            let got = (&self.stream).read(buf);
+            if let Ok(n) = got {
+                self.input.extend_from_slice(&buf[..n]);
+            }
+            got
+        });
+        match got {
+            Ok(0) => {
+                self.eof = true;
+                Io::Closed
+            }
+            Ok(n) => {
+                Stats::add(&stats.bytes_in, n as u64);
+                self.process(stats);
+                Io::Progress
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                // EAGAIN here is not an error: the socket is drained.
+                Stats::add(&stats.empty_reads, 1);
+                Io::WouldBlock
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => Io::Progress,
+            Err(_) => {
+                self.failed = true;
+                Io::Closed
+            }
+        }
+    }
+
+    /// One write(2) of the pending output; once it is all sent, let the handler refill it.
+    pub fn write(&mut self, stats: &Stats) -> Io {
+        // SIGPIPE is ignored (Rust's runtime does so before main), so a write to a
+        // closed peer is an EPIPE error here, not the death of the process.
+        match (&self.stream).write(&self.output[self.sent..]) {
+            Ok(n) => {
+                Stats::add(&stats.bytes_out, n as u64);
+                self.sent += n;
+                if self.sent == self.output.len() {
+                    self.output.clear();
+                    self.sent = 0;
+                    self.process(stats);
+                }
+                Io::Progress
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Io::WouldBlock,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => Io::Progress,
+            Err(_) => {
+                self.failed = true;
+                Io::Closed
+            }
+        }
+    }
+
+    /// Feed the input to the handler until it needs more input or more output room.
+    fn process(&mut self, stats: &Stats) {
+        loop {
+            let progress = self.handler.handle(&self.input, &mut self.output);
+            self.input.drain(..progress.consumed);
+            Stats::add(&stats.requests, progress.requests);
+            match progress.step {
+                Step::Work(work) => run_work(work),
+                Step::Close => {
+                    self.closing = true;
+                    break;
+                }
+                Step::NeedInput | Step::OutputFull => break,
+            }
+        }
+        if self.input.is_empty() && self.input.capacity() > KEEP_CAPACITY {
+            self.input = Vec::new();
+        }
+        if self.output.is_empty() && self.output.capacity() > KEEP_CAPACITY {
+            self.output = Vec::new();
+        }
+    }
+
+    /// Close the connection (by dropping the socket), counting it.
+    pub fn close(self, stats: &Stats) {
+        if self.closing && !self.eof && !self.failed {
+            // We close first, maybe with the client's bytes unread (after a 400, or a
+            // pipelined request behind `Connection: close`). close(2) with unread input
+            // sends RST, which can destroy our answer before the client reads it. So send
+            // FIN first, and discard what is already queued.
+            let _ = self.stream.shutdown(Shutdown::Write);
+            let mut sink = [0u8; 4096];
+            for _ in 0..16 {
+                match recv(self.fd(), &mut sink, MsgFlags::MSG_DONTWAIT) {
+                    Ok(n) if n > 0 => continue,
+                    _ => break,
+                }
+            }
+        }
+        Stats::add(&stats.closed, 1);
+    }
+
+    /// Turn a connection away (a model's limit): a 503 if it speaks HTTP, then close.
+    pub fn refuse(self, stats: &Stats) {
+        let _ = (&self.stream).write(&service_unavailable(self.handler.proto()));
+        Stats::add(&stats.refused, 1);
+        Stats::add(&stats.closed, 1);
+    }
+}
+
+/// Run the handler's blocking work on the calling thread: the whole point of `/sleep` is
+/// that an event loop stalls here while a thread-per-connection server does not.
+pub fn run_work(work: Work) {
+    match work {
+        Work::Sleep(d) => std::thread::sleep(d),
+        Work::Spin(d) => {
+            let start = Instant::now();
+            while start.elapsed() < d {
+                std::hint::spin_loop();
+            }
+        }
+    }
+}
+
+/// What [`Acceptor::accept`] found.
+pub enum Accepted {
+    Conn(Conn),
+    /// A connection was taken off the queue and closed at once (out of descriptors).
+    Refused,
+    /// No connection is waiting.
+    WouldBlock,
+}
+
+/// accept4(2) with the trap of EMFILE handled.
+///
+/// When the process is out of descriptors, accept fails with EMFILE but the connection
+/// stays queued, so the listener stays readable and a level-triggered loop spins. The
+/// cure (from libev and nginx): keep one spare descriptor open; on EMFILE close it, accept
+/// the connection, close that at once, and open the spare again.
+pub struct Acceptor {
+    flags: SockFlag,
+    spare: Option<File>,
+    warned: bool,
+}
+
+impl Acceptor {
+    pub fn new(nonblocking: bool) -> io::Result<Acceptor> {
+        let mut flags = SockFlag::SOCK_CLOEXEC;
+        if nonblocking {
+            flags |= SockFlag::SOCK_NONBLOCK;
+        }
+        Ok(Acceptor {
+            flags,
+            spare: Some(File::open("/dev/null")?),
+            warned: false,
+        })
+    }
+
+    pub fn accept(&mut self, listener: &TcpListener, proto: Proto, stats: &Stats) -> Accepted {
+        loop {
+            match accept4(listener.as_raw_fd(), self.flags) {
+                Ok(fd) => {
+                    // SAFETY: accept4 just returned this descriptor; nothing else owns it.
+                    let stream = unsafe { TcpStream::from_raw_fd(fd) };
+                    let _ = stream.set_nodelay(true);
+                    Stats::add(&stats.accepted, 1);
+                    return Accepted::Conn(Conn::new(stream, proto));
+                }
+                Err(Errno::EAGAIN) => return Accepted::WouldBlock,
+                // The client gave up while queued, or a signal came: try the next one.
+                Err(Errno::EINTR | Errno::ECONNABORTED | Errno::EPROTO) => continue,
+                Err(Errno::EMFILE | Errno::ENFILE) => return self.shed(listener, stats),
+                Err(e) => {
+                    eprintln!("iomodels: accept failed: {e}; retrying on the next wake-up");
+                    return Accepted::WouldBlock;
+                }
+            }
+        }
+    }
+
+    fn shed(&mut self, listener: &TcpListener, stats: &Stats) -> Accepted {
+        if !self.warned {
+            eprintln!(
+                "iomodels: out of file descriptors (EMFILE): refusing new connections \
+                 until some close; raise `ulimit -n` to serve more"
+            );
+            self.warned = true;
+        }
+        self.spare = None;
+        let got = accept4(listener.as_raw_fd(), self.flags);
+        self.spare = File::open("/dev/null").ok();
+        match got {
+            Ok(fd) => {
+                // SAFETY: accept4 just returned this descriptor; dropping closes it.
+                drop(unsafe { TcpStream::from_raw_fd(fd) });
+                Stats::add(&stats.accepted, 1);
+                Stats::add(&stats.refused, 1);
+                Stats::add(&stats.closed, 1);
+                Accepted::Refused
+            }
+            // No spare to give up (another thread took it): wait for the next wake-up
+            // rather than spin.
+            Err(_) => Accepted::WouldBlock,
+        }
+    }
+}
+
+/// How long a waiting model sleeps at most before it looks at the stop flag.
+pub const WAIT_TIMEOUT: Duration = Duration::from_millis(100);

@@ -1,0 +1,101 @@
+//! `blocking`: a thread per connection, each blocking in read(2) and write(2).
+//!
+//! - What blocks: each thread, in its own read or write; the main thread in accept(2).
+//! - Cost per wake-up: the kernel wakes exactly the thread whose socket is ready, but
+//!   every connection costs a thread: a stack (`--stack-size`), a kernel task, and a
+//!   context switch each time it runs.
+//! - Limit: threads. Memory for the stacks, the scheduler's work, and RLIMIT_NPROC; a
+//!   failed spawn refuses that one connection and the server carries on.
+//! - Against busy-poll: the same read and write calls on the same connection code, but
+//!   on blocking sockets, so a thread sleeps in the kernel until its socket is ready.
+
+use std::io;
+use std::net::TcpListener;
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::thread;
+
+use socket2::SockRef;
+
+use crate::conn::{Accepted, Acceptor, Conn, WAIT_TIMEOUT};
+use crate::Server;
+
+pub fn serve(listener: TcpListener, server: &Arc<Server>) -> io::Result<()> {
+    // ANCHOR: setup
+    // accept(2) honours SO_RCVTIMEO: it gives up every WAIT_TIMEOUT so the loop can see
+    // the stop flag.
+    SockRef::from(&listener).set_read_timeout(Some(WAIT_TIMEOUT))?;
+    let mut acceptor = Acceptor::new(false)?;
+    // ANCHOR_END: setup
+
+    while !server.stopping() {
+        // ANCHOR: accept
+        server.stats.waited(1, 0);
+        match acceptor.accept(&listener, server.config.proto, &server.stats) {
+            Accepted::Conn(conn) => spawn(conn, server),
+            Accepted::Refused | Accepted::WouldBlock => continue,
+        }
+        // ANCHOR_END: accept
+    }
+    // The connection threads are still blocked in read; they end with the process.
+    Ok(())
+}
+
+// ANCHOR: spawn
+/// Start a thread for `conn`. The connection is handed over only once the thread exists,
+/// so a failed spawn can still refuse it (with a 503) rather than drop it unseen.
+fn spawn(conn: Conn, server: &Arc<Server>) {
+    let (handover, receive) = mpsc::sync_channel::<Conn>(1);
+    let shared = Arc::clone(server);
+    let spawned = thread::Builder::new()
+        .name("conn".into())
+        .stack_size(server.config.stack_size)
+        .spawn(move || {
+            if let Ok(conn) = receive.recv() {
+                shared.stats.thread_started();
+                serve_conn(conn, &shared);
+                shared.stats.thread_ended();
+            }
+        });
+    match spawned {
+        Ok(_) => {
+            let _ = handover.send(conn);
+        }
+        Err(e) => {
+            eprintln!(
+                "iomodels: cannot start a thread for fd {}: {e}; refusing it",
+                conn.fd()
+            );
+            conn.refuse(&server.stats);
+        }
+    }
+}
+// ANCHOR_END: spawn
+
+// ANCHOR: dispatch
+/// One connection's whole life, on its own thread.
+fn serve_conn(mut conn: Conn, server: &Server) {
+    loop {
+        // ANCHOR: writable
+        if conn.wants_write() {
+            // Blocks until the kernel has taken some of it.
+            conn.write(&server.stats);
+        // ANCHOR_END: writable
+        // ANCHOR: readable
+        } else if conn.wants_read() {
+            // Every read is a wait on this one descriptor: the thread sleeps here.
+            server.stats.waited(1, 1);
+            conn.read(&server.stats);
+        // ANCHOR_END: readable
+        } else {
+            break;
+        }
+        if conn.is_done() {
+            break;
+        }
+    }
+    // ANCHOR: close
+    conn.close(&server.stats);
+    // ANCHOR_END: close
+}
+// ANCHOR_END: dispatch

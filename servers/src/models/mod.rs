@@ -1,0 +1,8 @@
+//! One file per I/O model; nothing else lives here. Each shows its whole loop, and
+//! neighbours differ only where the models do: `diff poll.rs epoll.rs`.
+
+pub mod blocking;
+pub mod busy_poll;
+pub mod epoll;
+pub mod poll;
+pub mod select;

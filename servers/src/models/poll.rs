@@ -1,0 +1,141 @@
+//! `poll`: one thread, one poll(2) over an array of every descriptor, rebuilt each turn.
+//!
+//! - What blocks: poll(2), until some descriptor is ready or the timeout passes.
+//! - Cost per wake-up: O(n). The whole array is copied into the kernel, which checks
+//!   every descriptor; then we scan the whole array for the few that are ready.
+//! - Limit: none of its own; n idle connections make every wake-up n times dearer.
+//! - Against select: an array of (fd, events, revents) instead of three bit sets, so no
+//!   FD_SETSIZE; the same O(n) scans. Against epoll: the kernel forgets the set after
+//!   each call, so it is handed over again every time.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::TcpListener;
+use std::os::fd::{AsFd, AsRawFd, RawFd};
+use std::sync::Arc;
+
+use nix::errno::Errno;
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+
+use crate::conn::{Accepted, Acceptor, Conn, Interest, WAIT_TIMEOUT};
+use crate::Server;
+
+// ANCHOR: state
+/// One ready descriptor, as found by the scan.
+struct Event {
+    token: RawFd,
+    readable: bool,
+    writable: bool,
+}
+// ANCHOR_END: state
+
+pub fn serve(listener: TcpListener, server: &Arc<Server>) -> io::Result<()> {
+    // ANCHOR: setup
+    listener.set_nonblocking(true)?;
+    let mut acceptor = Acceptor::new(true)?;
+    let mut conns: HashMap<RawFd, Conn> = HashMap::new();
+    let mut events: Vec<Event> = Vec::new();
+    let timeout = PollTimeout::try_from(WAIT_TIMEOUT).expect("timeout fits");
+    // ANCHOR_END: setup
+
+    while !server.stopping() {
+        // ANCHOR: wait
+        // The kernel keeps nothing between calls: hand it every descriptor, every turn.
+        let mut pollfds = Vec::with_capacity(conns.len() + 1);
+        pollfds.push(PollFd::new(listener.as_fd(), PollFlags::POLLIN));
+        for conn in conns.values() {
+            pollfds.push(PollFd::new(conn.stream.as_fd(), flags(conn.interest())));
+        }
+        let ready = match poll(&mut pollfds, timeout) {
+            Ok(n) => n as usize,
+            Err(Errno::EINTR) => 0,
+            Err(e) => return Err(e.into()),
+        };
+        server.stats.waited(pollfds.len(), ready);
+        // ANCHOR_END: wait
+
+        // ANCHOR: scan
+        // poll says how many are ready, not which: look at every entry.
+        events.clear();
+        for pollfd in &pollfds {
+            let revents = pollfd.revents().unwrap_or(PollFlags::empty());
+            if !revents.is_empty() {
+                // POLLHUP and POLLERR wake both sides; the read or write finds out what.
+                let broken = PollFlags::POLLHUP | PollFlags::POLLERR;
+                events.push(Event {
+                    token: pollfd.as_fd().as_raw_fd(),
+                    readable: revents.intersects(PollFlags::POLLIN | broken),
+                    writable: revents.intersects(PollFlags::POLLOUT | broken),
+                });
+            }
+        }
+        drop(pollfds);
+        // ANCHOR_END: scan
+
+        // ANCHOR: dispatch
+        for event in &events {
+            if event.token == listener.as_raw_fd() {
+                accept(&listener, &mut acceptor, &mut conns, server);
+                continue;
+            }
+            let Some(conn) = conns.get_mut(&event.token) else {
+                continue;
+            };
+            // ANCHOR: readable
+            if event.readable && conn.wants_read() {
+                conn.read(&server.stats);
+                // Answer at once: the socket buffer is almost always free, so the
+                // response need not wait a turn to hear that it is writable.
+                if conn.wants_write() {
+                    conn.write(&server.stats);
+                }
+            }
+            // ANCHOR_END: readable
+            // ANCHOR: writable
+            if event.writable && conn.wants_write() {
+                conn.write(&server.stats);
+            }
+            // ANCHOR_END: writable
+            // ANCHOR: close
+            if conn.is_done() {
+                let conn = conns.remove(&event.token).expect("conn is present");
+                conn.close(&server.stats);
+            }
+            // ANCHOR_END: close
+        }
+        // ANCHOR_END: dispatch
+    }
+    Ok(())
+}
+
+// ANCHOR: accept
+/// Take every waiting connection off the listen queue.
+fn accept(
+    listener: &TcpListener,
+    acceptor: &mut Acceptor,
+    conns: &mut HashMap<RawFd, Conn>,
+    server: &Server,
+) {
+    loop {
+        match acceptor.accept(listener, server.config.proto, &server.stats) {
+            Accepted::Conn(conn) => {
+                conns.insert(conn.fd(), conn);
+            }
+            Accepted::Refused => continue,
+            Accepted::WouldBlock => break,
+        }
+    }
+}
+// ANCHOR_END: accept
+
+/// What to ask poll to watch for.
+fn flags(interest: Interest) -> PollFlags {
+    let mut flags = PollFlags::empty();
+    if interest.read {
+        flags |= PollFlags::POLLIN;
+    }
+    if interest.write {
+        flags |= PollFlags::POLLOUT;
+    }
+    flags
+}

@@ -1,0 +1,95 @@
+//! The counters every model keeps the same way, read by the suite as JSON.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+use serde::Serialize;
+
+/// Counters shared by a model's threads. Relaxed atomics: each is a tally, not a lock.
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Connections taken off the listen queue.
+    pub accepted: AtomicU64,
+    /// Of those, turned away by a limit (select's FD_SETSIZE, EMFILE, a failed spawn).
+    pub refused: AtomicU64,
+    /// Connections closed, refused ones included.
+    pub closed: AtomicU64,
+    /// HTTP requests answered (echo has none).
+    pub requests: AtomicU64,
+    pub bytes_in: AtomicU64,
+    pub bytes_out: AtomicU64,
+    /// Calls that wait: select, poll, epoll_wait; a busy-poll turn; a blocking accept.
+    pub wait_calls: AtomicU64,
+    /// Descriptors the wait had to look at: what select and poll pay for per call.
+    pub fds_scanned: AtomicU64,
+    /// Ready descriptors the waits returned.
+    pub events: AtomicU64,
+    /// Reads that found nothing (EAGAIN): busy-poll's waste, and ET's last read.
+    pub empty_reads: AtomicU64,
+    /// Threads running now (the blocking model: one per connection).
+    pub threads: AtomicU64,
+    pub threads_peak: AtomicU64,
+}
+
+impl Stats {
+    pub fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Relaxed);
+    }
+
+    /// One wait call that looked at `scanned` descriptors and found `ready`.
+    pub fn waited(&self, scanned: usize, ready: usize) {
+        Stats::add(&self.wait_calls, 1);
+        Stats::add(&self.fds_scanned, scanned as u64);
+        Stats::add(&self.events, ready as u64);
+    }
+
+    pub fn thread_started(&self) {
+        let now = self.threads.fetch_add(1, Relaxed) + 1;
+        self.threads_peak.fetch_max(now, Relaxed);
+    }
+
+    pub fn thread_ended(&self) {
+        self.threads.fetch_sub(1, Relaxed);
+    }
+
+    pub fn snapshot(&self, model: &str) -> Snapshot {
+        let get = |c: &AtomicU64| c.load(Relaxed);
+        let accepted = get(&self.accepted);
+        let closed = get(&self.closed);
+        Snapshot {
+            model: model.to_string(),
+            accepted,
+            refused: get(&self.refused),
+            closed,
+            open: accepted.saturating_sub(closed),
+            requests: get(&self.requests),
+            bytes_in: get(&self.bytes_in),
+            bytes_out: get(&self.bytes_out),
+            wait_calls: get(&self.wait_calls),
+            fds_scanned: get(&self.fds_scanned),
+            events: get(&self.events),
+            empty_reads: get(&self.empty_reads),
+            threads: get(&self.threads),
+            threads_peak: get(&self.threads_peak),
+        }
+    }
+}
+
+/// The counters at one instant, as printed (one JSON line) on SIGUSR1 and at exit.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct Snapshot {
+    pub model: String,
+    pub accepted: u64,
+    pub refused: u64,
+    pub closed: u64,
+    /// Connections open at the instant: accepted - closed.
+    pub open: u64,
+    pub requests: u64,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    pub wait_calls: u64,
+    pub fds_scanned: u64,
+    pub events: u64,
+    pub empty_reads: u64,
+    pub threads: u64,
+    pub threads_peak: u64,
+}
