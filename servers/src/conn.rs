@@ -299,9 +299,7 @@ impl Acceptor {
             self.warned = true;
         }
         self.spare = None;
-        let got = accept4(listener.as_raw_fd(), self.flags);
-        self.spare = File::open("/dev/null").ok();
-        match got {
+        let refused = match accept4(listener.as_raw_fd(), self.flags) {
             Ok(fd) => {
                 // SAFETY: accept4 just returned this descriptor; dropping closes it.
                 drop(unsafe { TcpStream::from_raw_fd(fd) });
@@ -310,10 +308,12 @@ impl Acceptor {
                 Stats::add(&stats.closed, 1);
                 Accepted::Refused
             }
-            // No spare to give up (another thread took it): wait for the next wake-up
-            // rather than spin.
+            // The freed slot went elsewhere (another thread): wait for the next wake-up.
             Err(_) => Accepted::WouldBlock,
-        }
+        };
+        // Only now, with the refused connection closed, is there a slot for the spare.
+        self.spare = File::open("/dev/null").ok();
+        refused
     }
 }
 

@@ -1,0 +1,632 @@
+//! One conformance suite, generated for every entry of the models table.
+//!
+//! Black-box: each test starts `iomodels serve MODEL --port 0` as a child process, talks
+//! to it over real loopback sockets with raw bytes, and checks the exact answers. A
+//! failing test is named `MODEL::what_failed`.
+
+use std::io::{self, BufRead, BufReader, ErrorKind, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex, Once};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use iomodels_servers::handler::{pattern_byte, HELLO};
+use iomodels_servers::{Snapshot, MODELS};
+use nix::sys::resource::{getrlimit, setrlimit, Resource};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use socket2::SockRef;
+
+/// Long enough for a slow CI machine, short enough that a hang is reported, not waited on.
+const PATIENCE: Duration = Duration::from_secs(20);
+
+// ---------------------------------------------------------------------------------------
+// A server under test
+
+struct Server {
+    model: &'static str,
+    child: Child,
+    addr: SocketAddr,
+    /// Everything the server wrote on stderr after its "listening on" line.
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Server {
+    fn start(model: &'static str, extra: &[&str]) -> Server {
+        Server::start_with(model, extra, None)
+    }
+
+    /// Start a server; with `fd_limit`, its RLIMIT_NOFILE (soft and hard) is set first.
+    fn start_with(model: &'static str, extra: &[&str], fd_limit: Option<u64>) -> Server {
+        raise_own_fd_limit();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_iomodels"));
+        cmd.args(["serve", model, "--port", "0"])
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        if let Some(limit) = fd_limit {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: between fork and exec only setrlimit runs, which is async-signal-safe.
+            unsafe {
+                cmd.pre_exec(move || {
+                    setrlimit(Resource::RLIMIT_NOFILE, limit, limit).map_err(io::Error::from)
+                });
+            }
+        }
+        let mut child = cmd.spawn().expect("start iomodels serve");
+        let stderr = child.stderr.take().expect("stderr piped");
+        let (tx, rx) = mpsc::channel();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let lines = Arc::clone(&log);
+        thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(rest) = line.split(" listening on ").nth(1) {
+                    let addr = rest.split_whitespace().next().unwrap_or("").to_string();
+                    let _ = tx.send(addr);
+                } else {
+                    lines.lock().unwrap().push(line);
+                }
+            }
+        });
+        let addr = rx
+            .recv_timeout(PATIENCE)
+            .unwrap_or_else(|_| panic!("{model}: the server never said where it listens"));
+        Server {
+            model,
+            child,
+            addr: addr.parse().expect("a socket address"),
+            log,
+        }
+    }
+
+    fn connect(&self) -> Client {
+        let stream = TcpStream::connect(self.addr)
+            .unwrap_or_else(|e| panic!("{}: connect to {}: {e}", self.model, self.addr));
+        stream.set_read_timeout(Some(PATIENCE)).unwrap();
+        stream.set_write_timeout(Some(PATIENCE)).unwrap();
+        stream.set_nodelay(true).unwrap();
+        Client {
+            stream,
+            buf: Vec::new(),
+        }
+    }
+
+    fn signal(&self, signal: Signal) {
+        kill(Pid::from_raw(self.child.id() as i32), signal).expect("signal the server");
+    }
+
+    /// SIGTERM, then wait (boundedly) for the exit; returns its status, stdout and how
+    /// long the exit took.
+    fn stop(mut self) -> (ExitStatus, String, Duration) {
+        self.signal(Signal::SIGTERM);
+        let asked = Instant::now();
+        let status = loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                break status;
+            }
+            assert!(
+                asked.elapsed() < PATIENCE,
+                "{}: SIGTERM did not stop it",
+                self.model
+            );
+            thread::sleep(Duration::from_millis(10));
+        };
+        let took = asked.elapsed();
+        let mut out = String::new();
+        self.child
+            .stdout
+            .take()
+            .unwrap()
+            .read_to_string(&mut out)
+            .unwrap();
+        (status, out, took)
+    }
+
+    /// The counters the server prints when it stops.
+    fn stop_for_counters(self) -> Snapshot {
+        let model = self.model;
+        let (status, out, _) = self.stop();
+        assert!(status.success(), "{model}: exit status {status}");
+        let last = out
+            .lines()
+            .last()
+            .unwrap_or_else(|| panic!("{model}: no counters"));
+        serde_json::from_str(last).unwrap_or_else(|e| panic!("{model}: counters {last:?}: {e}"))
+    }
+
+    fn log(&self) -> String {
+        self.log.lock().unwrap().join("\n")
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The test process holds thousands of client sockets too.
+fn raise_own_fd_limit() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        let (_, hard) = getrlimit(Resource::RLIMIT_NOFILE).unwrap();
+        setrlimit(Resource::RLIMIT_NOFILE, hard, hard).unwrap();
+    });
+}
+
+// ---------------------------------------------------------------------------------------
+// A client speaking raw bytes
+
+struct Client {
+    stream: TcpStream,
+    /// Bytes read past the last response (pipelining).
+    buf: Vec<u8>,
+}
+
+#[derive(Debug)]
+struct Response {
+    status: u16,
+    connection: String,
+    body: Vec<u8>,
+}
+
+impl Client {
+    fn send(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).expect("send");
+    }
+
+    fn get(&mut self, path: &str) -> Response {
+        self.send(format!("GET {path} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes());
+        self.response().expect("a response")
+    }
+
+    /// Read one whole response, framed by Content-Length.
+    fn response(&mut self) -> io::Result<Response> {
+        loop {
+            let mut headers = [httparse::EMPTY_HEADER; 16];
+            let mut resp = httparse::Response::new(&mut headers);
+            if let httparse::Status::Complete(head) = resp
+                .parse(&self.buf)
+                .map_err(|e| io::Error::new(ErrorKind::InvalidData, e))?
+            {
+                let header = |name: &str| {
+                    resp.headers
+                        .iter()
+                        .find(|h| h.name.eq_ignore_ascii_case(name))
+                        .map(|h| String::from_utf8_lossy(h.value).into_owned())
+                        .unwrap_or_default()
+                };
+                let len: usize = header("content-length").parse().unwrap_or(0);
+                let connection = header("connection");
+                let status = resp.code.unwrap_or(0);
+                if self.buf.len() >= head + len {
+                    let body = self.buf[head..head + len].to_vec();
+                    self.buf.drain(..head + len);
+                    return Ok(Response {
+                        status,
+                        connection,
+                        body,
+                    });
+                }
+            }
+            self.fill()?;
+        }
+    }
+
+    fn fill(&mut self) -> io::Result<usize> {
+        let mut chunk = [0u8; 64 * 1024];
+        let n = self.stream.read(&mut chunk)?;
+        if n == 0 {
+            return Err(io::Error::new(ErrorKind::UnexpectedEof, "closed"));
+        }
+        self.buf.extend_from_slice(&chunk[..n]);
+        Ok(n)
+    }
+
+    /// True if the server closed the connection (EOF or reset) with nothing more to say.
+    #[track_caller]
+    fn assert_closed(&mut self, model: &str) {
+        match self.fill() {
+            Err(e) if e.kind() == ErrorKind::UnexpectedEof => {}
+            Err(e) if e.kind() == ErrorKind::ConnectionReset => {}
+            other => panic!("{model}: expected the server to close, got {other:?}"),
+        }
+    }
+
+    /// Close with RST (SO_LINGER 0): no TIME_WAIT left behind, and a reset the server
+    /// must survive.
+    fn reset(self) {
+        SockRef::from(&self.stream)
+            .set_linger(Some(Duration::ZERO))
+            .unwrap();
+    }
+}
+
+fn pattern(n: usize) -> Vec<u8> {
+    (0..n as u64).map(pattern_byte).collect()
+}
+
+// ---------------------------------------------------------------------------------------
+// The suite: one function per behaviour, each taking the model's name
+
+fn root_and_bytes(model: &'static str) {
+    let server = Server::start(model, &[]);
+    let mut client = server.connect();
+    client.send(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n");
+    let expected = format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: keep-alive\r\n\r\n",
+        HELLO.len()
+    );
+    let mut exact = vec![0u8; expected.len() + HELLO.len()];
+    client.stream.read_exact(&mut exact).unwrap();
+    assert_eq!(exact, [expected.as_bytes(), HELLO].concat(), "{model}");
+    let resp = client.get("/bytes/100000");
+    assert_eq!(resp.status, 200, "{model}");
+    assert!(
+        resp.body == pattern(100_000),
+        "{model}: /bytes/100000 body differs"
+    );
+}
+
+fn keep_alive(model: &'static str) {
+    let server = Server::start(model, &[]);
+    let mut client = server.connect();
+    for n in [10, 0, 5000] {
+        let resp = client.get(&format!("/bytes/{n}"));
+        assert_eq!((resp.status, resp.body.len()), (200, n), "{model}");
+        assert_eq!(resp.connection, "keep-alive", "{model}");
+    }
+}
+
+fn pipelining(model: &'static str) {
+    let server = Server::start(model, &[]);
+    let mut client = server.connect();
+    let sizes: Vec<usize> = (0..40).map(|i| i * 997 % 3000).collect();
+    let batch: String = sizes
+        .iter()
+        .map(|n| format!("GET /bytes/{n} HTTP/1.1\r\nHost: t\r\n\r\n"))
+        .collect();
+    client.send(batch.as_bytes());
+    for &n in &sizes {
+        let resp = client.response().expect("a pipelined response");
+        assert!(
+            resp.body == pattern(n),
+            "{model}: out of order or wrong body for {n}"
+        );
+    }
+}
+
+fn split_writes(model: &'static str) {
+    let server = Server::start(model, &[]);
+    let mut client = server.connect();
+    let request = b"GET /bytes/321 HTTP/1.1\r\nHost: split\r\nX-Pad: abc\r\n\r\n";
+    for piece in request.chunks(3) {
+        client.send(piece);
+        thread::sleep(Duration::from_millis(2));
+    }
+    let resp = client.response().unwrap();
+    assert!(
+        resp.status == 200 && resp.body == pattern(321),
+        "{model}: {resp:?}"
+    );
+}
+
+fn http10_closes_by_default(model: &'static str) {
+    let server = Server::start(model, &[]);
+    let mut client = server.connect();
+    client.send(b"GET / HTTP/1.0\r\n\r\n");
+    let resp = client.response().unwrap();
+    assert_eq!(
+        (resp.status, resp.connection.as_str()),
+        (200, "close"),
+        "{model}"
+    );
+    client.assert_closed(model);
+}
+
+fn http10_keep_alive_when_asked(model: &'static str) {
+    let server = Server::start(model, &[]);
+    let mut client = server.connect();
+    for _ in 0..2 {
+        client.send(b"GET /bytes/3 HTTP/1.0\r\nConnection: keep-alive\r\n\r\n");
+        let resp = client.response().unwrap();
+        assert_eq!(resp.connection, "keep-alive", "{model}");
+        assert_eq!(resp.body, b"abc", "{model}");
+    }
+}
+
+fn connection_close(model: &'static str) {
+    let server = Server::start(model, &[]);
+    let mut client = server.connect();
+    client.send(b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\nGET / HTTP/1.1\r\n\r\n");
+    let resp = client.response().unwrap();
+    assert_eq!(
+        (resp.status, resp.connection.as_str()),
+        (200, "close"),
+        "{model}"
+    );
+    client.assert_closed(model);
+}
+
+fn malformed_gets_400_then_close(model: &'static str) {
+    let server = Server::start(model, &[]);
+    let mut client = server.connect();
+    client.send(b"HELLO THERE\r\n\r\n");
+    assert_eq!(client.response().unwrap().status, 400, "{model}");
+    client.assert_closed(model);
+}
+
+fn unsupported_method_gets_405_then_close(model: &'static str) {
+    let server = Server::start(model, &[]);
+    let mut client = server.connect();
+    client.send(b"DELETE / HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert_eq!(client.response().unwrap().status, 405, "{model}");
+    client.assert_closed(model);
+}
+
+fn oversized_headers_get_431_then_close(model: &'static str) {
+    let server = Server::start(model, &[]);
+    let mut client = server.connect();
+    let big = format!(
+        "GET / HTTP/1.1\r\nHost: t\r\nX-Big: {}\r\n\r\n",
+        "x".repeat(20_000)
+    );
+    // The server may answer and close before it has read all of this: ignore EPIPE.
+    let _ = client.stream.write_all(big.as_bytes());
+    assert_eq!(client.response().unwrap().status, 431, "{model}");
+    client.assert_closed(model);
+}
+
+/// The writable path: a response far larger than the socket buffers, to a client that
+/// reads slowly at first, so the server must wait for room and resume where it stopped.
+fn slow_reader_gets_a_large_response(model: &'static str) {
+    let server = Server::start(model, &[]);
+    let mut client = server.connect();
+    let n = 8_000_000;
+    client.send(format!("GET /bytes/{n} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes());
+    for _ in 0..4 {
+        let mut sip = [0u8; 4096];
+        let got = client.stream.read(&mut sip).unwrap();
+        client.buf.extend_from_slice(&sip[..got]);
+        thread::sleep(Duration::from_millis(100));
+    }
+    let resp = client.response().unwrap();
+    assert_eq!(resp.body.len(), n, "{model}");
+    assert!(resp.body == pattern(n), "{model}: the large body differs");
+    // And the connection is still good.
+    assert_eq!(client.get("/").body, HELLO, "{model}");
+}
+
+fn client_reset_mid_response(model: &'static str) {
+    let server = Server::start(model, &[]);
+    for _ in 0..3 {
+        let mut client = server.connect();
+        client.send(b"GET /bytes/100000000 HTTP/1.1\r\nHost: t\r\n\r\n");
+        client.fill().unwrap();
+        client.reset();
+    }
+    let mut client = server.connect();
+    assert_eq!(
+        client.get("/").body,
+        HELLO,
+        "{model}: the server did not survive resets"
+    );
+    let counters = server.stop_for_counters();
+    assert_eq!(counters.accepted, 4, "{model}");
+}
+
+/// 2000 connections at once. select cannot watch descriptors past FD_SETSIZE: those
+/// must be refused cleanly (a 503, or a close) while the rest are answered.
+fn concurrent_2000(model: &'static str) {
+    let server = Server::start(model, &[]);
+    let total = 2000;
+    let mut clients = Vec::with_capacity(total);
+    for i in 0..total {
+        let mut client = server.connect();
+        client.send(format!("GET /bytes/{} HTTP/1.1\r\nHost: t\r\n\r\n", i % 100).as_bytes());
+        clients.push(client);
+    }
+    let (mut answered, mut refused) = (0, 0);
+    for (i, client) in clients.iter_mut().enumerate() {
+        match client.response() {
+            Ok(resp) if resp.status == 200 => {
+                assert!(resp.body == pattern(i % 100), "{model}: wrong body for {i}");
+                answered += 1;
+            }
+            Ok(resp) if resp.status == 503 => refused += 1,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    ErrorKind::UnexpectedEof | ErrorKind::ConnectionReset
+                ) =>
+            {
+                refused += 1
+            }
+            other => panic!("{model}: connection {i}: {other:?}"),
+        }
+    }
+    if model == "select" {
+        assert!(answered > 900, "{model}: only {answered} answered");
+        assert_eq!(answered + refused, total, "{model}");
+        assert!(refused > 900, "{model}: only {refused} refused");
+        assert!(
+            server.log().contains("FD_SETSIZE"),
+            "{model}: no message naming the limit"
+        );
+    } else {
+        assert_eq!(answered, total, "{model}: {refused} refused");
+    }
+    for client in clients {
+        client.reset();
+    }
+    // Everyone else is still served.
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let mut client = server.connect();
+        client.send(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n");
+        match client.response() {
+            Ok(resp) if resp.status == 200 => break,
+            _ if Instant::now() < deadline => thread::sleep(Duration::from_millis(50)),
+            other => panic!("{model}: not serving after the 2000: {other:?}"),
+        }
+    }
+    let counters = server.stop_for_counters();
+    assert_eq!(
+        counters.accepted as usize,
+        total + 1 + counters.refused as usize - refused
+    );
+}
+
+fn echo_is_byte_exact(model: &'static str) {
+    let server = Server::start(model, &["--proto", "echo"]);
+    let client = server.connect();
+    let data: Vec<u8> = (0..300_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    let mut writer = client.stream.try_clone().unwrap();
+    let sent = data.clone();
+    // Write and read at once: echo answers as it reads, and neither side's buffers
+    // hold 300 KB.
+    let writing = thread::spawn(move || writer.write_all(&sent));
+    let mut back = vec![0u8; data.len()];
+    (&client.stream).read_exact(&mut back).unwrap();
+    writing.join().unwrap().unwrap();
+    assert!(back == data, "{model}: echo differs");
+}
+
+fn sigterm_exits_0_with_counters(model: &'static str) {
+    let server = Server::start(model, &[]);
+    let mut client = server.connect();
+    client.get("/");
+    client.get("/bytes/10");
+    server.signal(Signal::SIGUSR1);
+    let (status, out, took) = server.stop();
+    assert!(status.success(), "{model}: {status}");
+    assert!(
+        took < Duration::from_secs(2),
+        "{model}: took {took:?} to stop"
+    );
+    let lines: Vec<Snapshot> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{model}: {l:?}: {e}")))
+        .collect();
+    assert_eq!(
+        lines.len(),
+        2,
+        "{model}: one SIGUSR1 snapshot, one at exit: {out}"
+    );
+    let last = &lines[1];
+    assert_eq!(last.model, model);
+    assert_eq!((last.accepted, last.requests), (1, 2), "{model}");
+    assert!(
+        last.bytes_out > 0 && last.wait_calls > 0,
+        "{model}: {last:?}"
+    );
+}
+
+/// Out of descriptors: accept fails with EMFILE. The server must refuse what it cannot
+/// hold, not spin or crash, and serve again once descriptors are free.
+fn emfile_refuses_and_recovers(model: &'static str) {
+    let server = Server::start_with(model, &[], Some(48));
+    let mut clients: Vec<Client> = (0..80).map(|_| server.connect()).collect();
+    let (mut answered, mut refused) = (0, 0);
+    for client in &mut clients {
+        client.send(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n");
+        match client.response() {
+            Ok(resp) if resp.status == 200 => answered += 1,
+            Ok(resp) if resp.status == 503 => refused += 1,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    ErrorKind::UnexpectedEof | ErrorKind::ConnectionReset
+                ) =>
+            {
+                refused += 1
+            }
+            other => panic!("{model}: {other:?}"),
+        }
+    }
+    assert!(answered >= 20, "{model}: only {answered} answered");
+    assert!(refused >= 20, "{model}: only {refused} refused");
+    for client in clients {
+        client.reset();
+    }
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let mut client = server.connect();
+        client.send(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n");
+        match client.response() {
+            Ok(resp) if resp.status == 200 => break,
+            _ if Instant::now() < deadline => thread::sleep(Duration::from_millis(50)),
+            other => panic!("{model}: not serving after EMFILE: {other:?}"),
+        }
+    }
+    assert!(
+        server.log().contains("EMFILE"),
+        "{model}: EMFILE not reported"
+    );
+    let counters = server.stop_for_counters();
+    assert!(counters.refused >= 20, "{model}: {counters:?}");
+}
+
+// ---------------------------------------------------------------------------------------
+// One module per model
+
+macro_rules! suite {
+    ($model:literal: $($test:ident),* $(,)?) => {
+        $(
+            #[test]
+            fn $test() {
+                super::$test($model)
+            }
+        )*
+    };
+}
+
+macro_rules! conformance {
+    ($($module:ident => $model:literal),* $(,)?) => {
+        /// The models this file generates a suite for.
+        const COVERED: &[&str] = &[$($model),*];
+        $(
+            mod $module {
+                suite!($model:
+                    root_and_bytes,
+                    keep_alive,
+                    pipelining,
+                    split_writes,
+                    http10_closes_by_default,
+                    http10_keep_alive_when_asked,
+                    connection_close,
+                    malformed_gets_400_then_close,
+                    unsupported_method_gets_405_then_close,
+                    oversized_headers_get_431_then_close,
+                    slow_reader_gets_a_large_response,
+                    client_reset_mid_response,
+                    concurrent_2000,
+                    echo_is_byte_exact,
+                    sigterm_exits_0_with_counters,
+                    emfile_refuses_and_recovers,
+                );
+            }
+        )*
+    };
+}
+
+conformance! {
+    blocking => "blocking",
+    busy_poll => "busy-poll",
+    select => "select",
+    poll => "poll",
+    epoll_lt => "epoll-lt",
+    epoll_et => "epoll-et",
+}
+
+#[test]
+fn every_model_in_the_table_has_a_suite() {
+    let table: Vec<&str> = MODELS.iter().map(|m| m.name).collect();
+    assert_eq!(table, COVERED, "add the new model to `conformance!` above");
+}
