@@ -630,3 +630,15 @@ fn every_model_in_the_table_has_a_suite() {
     let table: Vec<&str> = MODELS.iter().map(|m| m.name).collect();
     assert_eq!(table, COVERED, "add the new model to `conformance!` above");
 }
+
+/// Regression: accepted sockets inherit the listener's SO_RCVTIMEO, which woke every
+/// idle connection thread ten times a second (each wake-up an empty read).
+#[test]
+fn blocking_idle_connection_thread_sleeps_in_read() {
+    let server = Server::start("blocking", &[]);
+    let mut client = server.connect();
+    assert_eq!(client.get("/").body, HELLO);
+    thread::sleep(Duration::from_millis(500));
+    let counters = server.stop_for_counters();
+    assert_eq!(counters.empty_reads, 0, "{counters:?}");
+}

@@ -75,6 +75,9 @@ fn spawn(conn: Conn, server: &Arc<Server>) {
 // ANCHOR: dispatch
 /// One connection's whole life, on its own thread.
 fn serve_conn(mut conn: Conn, server: &Server) {
+    // An accepted socket inherits the listener's SO_RCVTIMEO: clear it, so this thread
+    // sleeps in read until data comes instead of waking every WAIT_TIMEOUT.
+    let _ = conn.stream.set_read_timeout(None);
     loop {
         // ANCHOR: writable
         if conn.wants_write() {
