@@ -137,6 +137,22 @@ impl Server {
         serde_json::from_str(last).unwrap_or_else(|e| panic!("{model}: counters {last:?}: {e}"))
     }
 
+    /// Retry a request on new connections until one is answered (closing connections
+    /// free descriptors only when the server gets to them).
+    #[track_caller]
+    fn wait_until_serving(&self, when: &str) {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let mut client = self.connect();
+            client.send(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n");
+            match client.response() {
+                Ok(resp) if resp.status == 200 => return,
+                _ if Instant::now() < deadline => thread::sleep(Duration::from_millis(50)),
+                other => panic!("{}: not serving {when}: {other:?}", self.model),
+            }
+        }
+    }
+
     fn log(&self) -> String {
         self.log.lock().unwrap().join("\n")
     }
@@ -227,6 +243,25 @@ impl Client {
         Ok(n)
     }
 
+    /// A 200 response, or `None` if the server turned the connection away cleanly: a 503,
+    /// or a close (EOF or reset) with no answer. Anything else fails the test.
+    #[track_caller]
+    fn answer_or_refusal(&mut self, model: &str) -> Option<Response> {
+        match self.response() {
+            Ok(resp) if resp.status == 200 => Some(resp),
+            Ok(resp) if resp.status == 503 => None,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    ErrorKind::UnexpectedEof | ErrorKind::ConnectionReset
+                ) =>
+            {
+                None
+            }
+            other => panic!("{model}: neither an answer nor a clean refusal: {other:?}"),
+        }
+    }
+
     /// True if the server closed the connection (EOF or reset) with nothing more to say.
     #[track_caller]
     fn assert_closed(&mut self, model: &str) {
@@ -315,17 +350,25 @@ fn split_writes(model: &'static str) {
     );
 }
 
-fn http10_closes_by_default(model: &'static str) {
+/// Send `request` on a new connection: one answer with `status`, marked close, then EOF.
+#[track_caller]
+fn answered_then_closed(model: &'static str, request: &[u8], status: u16) {
     let server = Server::start(model, &[]);
     let mut client = server.connect();
-    client.send(b"GET / HTTP/1.0\r\n\r\n");
-    let resp = client.response().unwrap();
+    // The server may answer and close before it has read all of a long request, so a
+    // failed send (EPIPE, reset) is not the test's concern; the answer is.
+    let _ = client.stream.write_all(request);
+    let resp = client.response().unwrap_or_else(|e| panic!("{model}: {e}"));
     assert_eq!(
         (resp.status, resp.connection.as_str()),
-        (200, "close"),
+        (status, "close"),
         "{model}"
     );
     client.assert_closed(model);
+}
+
+fn http10_closes_by_default(model: &'static str) {
+    answered_then_closed(model, b"GET / HTTP/1.0\r\n\r\n", 200);
 }
 
 fn http10_keep_alive_when_asked(model: &'static str) {
@@ -340,45 +383,25 @@ fn http10_keep_alive_when_asked(model: &'static str) {
 }
 
 fn connection_close(model: &'static str) {
-    let server = Server::start(model, &[]);
-    let mut client = server.connect();
-    client.send(b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\nGET / HTTP/1.1\r\n\r\n");
-    let resp = client.response().unwrap();
-    assert_eq!(
-        (resp.status, resp.connection.as_str()),
-        (200, "close"),
-        "{model}"
-    );
-    client.assert_closed(model);
+    // The request behind `Connection: close` is not answered.
+    let two = b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\nGET / HTTP/1.1\r\n\r\n";
+    answered_then_closed(model, two, 200);
 }
 
 fn malformed_gets_400_then_close(model: &'static str) {
-    let server = Server::start(model, &[]);
-    let mut client = server.connect();
-    client.send(b"HELLO THERE\r\n\r\n");
-    assert_eq!(client.response().unwrap().status, 400, "{model}");
-    client.assert_closed(model);
+    answered_then_closed(model, b"HELLO THERE\r\n\r\n", 400);
 }
 
 fn unsupported_method_gets_405_then_close(model: &'static str) {
-    let server = Server::start(model, &[]);
-    let mut client = server.connect();
-    client.send(b"DELETE / HTTP/1.1\r\nHost: t\r\n\r\n");
-    assert_eq!(client.response().unwrap().status, 405, "{model}");
-    client.assert_closed(model);
+    answered_then_closed(model, b"DELETE / HTTP/1.1\r\nHost: t\r\n\r\n", 405);
 }
 
 fn oversized_headers_get_431_then_close(model: &'static str) {
-    let server = Server::start(model, &[]);
-    let mut client = server.connect();
     let big = format!(
         "GET / HTTP/1.1\r\nHost: t\r\nX-Big: {}\r\n\r\n",
         "x".repeat(20_000)
     );
-    // The server may answer and close before it has read all of this: ignore EPIPE.
-    let _ = client.stream.write_all(big.as_bytes());
-    assert_eq!(client.response().unwrap().status, 431, "{model}");
-    client.assert_closed(model);
+    answered_then_closed(model, big.as_bytes(), 431);
 }
 
 /// The writable path: a response far larger than the socket buffers, to a client that
@@ -432,21 +455,12 @@ fn concurrent_2000(model: &'static str) {
     }
     let (mut answered, mut refused) = (0, 0);
     for (i, client) in clients.iter_mut().enumerate() {
-        match client.response() {
-            Ok(resp) if resp.status == 200 => {
+        match client.answer_or_refusal(model) {
+            Some(resp) => {
                 assert!(resp.body == pattern(i % 100), "{model}: wrong body for {i}");
                 answered += 1;
             }
-            Ok(resp) if resp.status == 503 => refused += 1,
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    ErrorKind::UnexpectedEof | ErrorKind::ConnectionReset
-                ) =>
-            {
-                refused += 1
-            }
-            other => panic!("{model}: connection {i}: {other:?}"),
+            None => refused += 1,
         }
     }
     if model == "select" {
@@ -463,22 +477,17 @@ fn concurrent_2000(model: &'static str) {
     for client in clients {
         client.reset();
     }
-    // Everyone else is still served.
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        let mut client = server.connect();
-        client.send(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n");
-        match client.response() {
-            Ok(resp) if resp.status == 200 => break,
-            _ if Instant::now() < deadline => thread::sleep(Duration::from_millis(50)),
-            other => panic!("{model}: not serving after the 2000: {other:?}"),
-        }
-    }
+    server.wait_until_serving("after the 2000");
     let counters = server.stop_for_counters();
-    assert_eq!(
-        counters.accepted as usize,
-        total + 1 + counters.refused as usize - refused
-    );
+    assert!(counters.accepted as usize > total, "{model}: {counters:?}");
+    if model == "select" {
+        assert!(
+            counters.refused as usize >= refused,
+            "{model}: {counters:?}"
+        );
+    } else {
+        assert_eq!(counters.refused, 0, "{model}: {counters:?}");
+    }
 }
 
 fn echo_is_byte_exact(model: &'static str) {
@@ -536,18 +545,9 @@ fn emfile_refuses_and_recovers(model: &'static str) {
     let (mut answered, mut refused) = (0, 0);
     for client in &mut clients {
         client.send(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n");
-        match client.response() {
-            Ok(resp) if resp.status == 200 => answered += 1,
-            Ok(resp) if resp.status == 503 => refused += 1,
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    ErrorKind::UnexpectedEof | ErrorKind::ConnectionReset
-                ) =>
-            {
-                refused += 1
-            }
-            other => panic!("{model}: {other:?}"),
+        match client.answer_or_refusal(model) {
+            Some(_) => answered += 1,
+            None => refused += 1,
         }
     }
     assert!(answered >= 20, "{model}: only {answered} answered");
@@ -555,16 +555,7 @@ fn emfile_refuses_and_recovers(model: &'static str) {
     for client in clients {
         client.reset();
     }
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        let mut client = server.connect();
-        client.send(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n");
-        match client.response() {
-            Ok(resp) if resp.status == 200 => break,
-            _ if Instant::now() < deadline => thread::sleep(Duration::from_millis(50)),
-            other => panic!("{model}: not serving after EMFILE: {other:?}"),
-        }
-    }
+    server.wait_until_serving("after EMFILE");
     assert!(
         server.log().contains("EMFILE"),
         "{model}: EMFILE not reported"
