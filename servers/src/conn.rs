@@ -213,10 +213,11 @@ impl Conn {
     }
 
     /// Turn a connection away (a model's limit): a 503 if it speaks HTTP, then close.
-    pub fn refuse(self, stats: &Stats) {
+    pub fn refuse(mut self, stats: &Stats) {
         let _ = (&self.stream).write(&service_unavailable(self.handler.proto()));
         Stats::add(&stats.refused, 1);
-        Stats::add(&stats.closed, 1);
+        self.closing = true;
+        self.close(stats);
     }
 }
 
