@@ -1,13 +1,16 @@
-//! `iomodels`: serve with any I/O model, list the models.
+//! `iomodels`: serve with any I/O model, list the models, generate load.
 //!
-//! The load generator (`load`), the benchmark suite (`bench`) and the charts (`plot`)
-//! arrive with their issues.
+//! The benchmark suite (`bench`) and the charts (`plot`) arrive with their issues.
 
 use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::builder::PossibleValuesParser;
 use clap::{Parser, Subcommand, ValueEnum};
+use indicatif::{ProgressBar, ProgressStyle};
+use iomodels_loadgen as loadgen;
 use iomodels_servers::{self as servers, Config, Proto, MODELS};
 
 #[derive(Parser)]
@@ -28,6 +31,59 @@ enum Command {
     Serve(ServeArgs),
     /// The table of models, one line each.
     Models,
+    /// Drive a server with load: active connections (closed or open loop) beside idle
+    /// ones; prints a summary, and writes every number with --json.
+    Load(LoadArgs),
+}
+
+#[derive(clap::Args)]
+struct LoadArgs {
+    /// The server, HOST:PORT.
+    #[arg(long)]
+    target: SocketAddr,
+    #[arg(long, value_enum, default_value_t = ProtoArg::Http)]
+    proto: ProtoArg,
+    /// HTTP: the path every request asks for.
+    #[arg(long, default_value = "/")]
+    path: String,
+    /// Echo: bytes per message.
+    #[arg(long, default_value_t = 64)]
+    size: usize,
+    /// Active connections, each sending requests.
+    #[arg(long, default_value_t = 50)]
+    connections: usize,
+    /// Idle connections held open beside them (each checked once with a request).
+    #[arg(long, default_value_t = 0)]
+    idle: usize,
+    /// How long to measure, e.g. 10s, 500ms, 1m.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    duration: Duration,
+    /// Run this long before measuring.
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    warmup: Duration,
+    /// Open loop: requests per second in total, latency from the intended send time.
+    /// Without it: closed loop.
+    #[arg(long)]
+    rate: Option<f64>,
+    /// Closed loop: requests in flight per active connection.
+    #[arg(long, default_value_t = 1)]
+    pipeline: usize,
+    /// Threads [default: the CPUs this process may use].
+    #[arg(long)]
+    threads: Option<usize>,
+    /// New connections per second while ramping up.
+    #[arg(long, default_value_t = 20_000.0)]
+    connect_rate: f64,
+    /// Source addresses, e.g. 127.0.0.2-127.0.0.9, for more connections than one
+    /// address has ephemeral ports.
+    #[arg(long, value_parser = loadgen::parse_source_addrs)]
+    source_addrs: Option<Vec<IpAddr>>,
+    /// A connect or request unanswered this long fails.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    timeout: Duration,
+    /// Write the report as JSON to this file.
+    #[arg(long)]
+    json: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -67,6 +123,7 @@ fn main() -> ExitCode {
             print_models();
             Ok(())
         }
+        Command::Load(args) => load(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -100,6 +157,68 @@ fn serve(args: ServeArgs) -> Result<(), String> {
     );
     servers::run(model, listener, config).map_err(|e| format!("{} failed: {e}", model.name))?;
     Ok(())
+}
+
+fn load(args: LoadArgs) -> Result<(), String> {
+    let mut config = loadgen::Config::new(args.target);
+    config.proto = match args.proto {
+        ProtoArg::Http => loadgen::Proto::Http,
+        ProtoArg::Echo => loadgen::Proto::Echo,
+    };
+    config.path = args.path;
+    config.size = args.size;
+    config.connections = args.connections;
+    config.idle = args.idle;
+    config.duration = args.duration;
+    config.warmup = args.warmup;
+    config.rate = args.rate;
+    config.pipeline = args.pipeline;
+    if let Some(threads) = args.threads {
+        config.threads = threads;
+    }
+    config.connect_rate = args.connect_rate;
+    config.source_addrs = args.source_addrs.unwrap_or_default();
+    config.timeout = args.timeout;
+
+    let report = loadgen::run(&config, &Bar::new())?;
+    print!("{}", report.summary());
+    if let Some(path) = args.json {
+        let json = serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?;
+        std::fs::write(&path, json + "\n")
+            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// The progress line on stderr (hidden when stderr is not a terminal).
+struct Bar(ProgressBar);
+
+impl Bar {
+    fn new() -> Bar {
+        let bar = ProgressBar::new_spinner();
+        bar.set_style(ProgressStyle::with_template("{spinner} {msg}").expect("valid template"));
+        bar.enable_steady_tick(Duration::from_millis(200));
+        Bar(bar)
+    }
+}
+
+impl loadgen::Progress for Bar {
+    fn ramp(&self, established: u64, failed: u64, total: u64) {
+        self.0.set_message(format!(
+            "established {established} of {total} ({failed} failed)"
+        ));
+    }
+
+    fn running(&self, elapsed: Duration, completed: u64, errors: u64) {
+        self.0.set_message(format!(
+            "{:.1}s  {completed} answered  {errors} errors",
+            elapsed.as_secs_f64()
+        ));
+    }
+
+    fn done(&self) {
+        self.0.finish_and_clear();
+    }
 }
 
 fn print_models() {

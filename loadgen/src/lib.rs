@@ -1,1 +1,162 @@
-//! The iomodels load generator: arrives with the load generator issue.
+//! The iomodels load generator: never the bottleneck, never a liar.
+//!
+//! # Layout
+//!
+//! - [`config`]: every option of a run, checked before any socket is opened.
+//! - [`limits`]: descriptors and ephemeral ports, raised or explained.
+//! - [`engine`]: one epoll loop per thread over thousands of non-blocking connections.
+//! - [`schedule`]: the open loop's clock (latency from the intended send time).
+//! - [`response`]: answers framed (HTTP, by Content-Length) or checked (echo), sans-IO.
+//! - [`report`]: per-thread tallies, merged into the report (summary and JSON).
+//! - [`run`]: the whole run: limits, threads, ramp, common start, merge.
+
+pub mod config;
+pub mod engine;
+pub mod limits;
+pub mod report;
+pub mod response;
+pub mod schedule;
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::{Duration, Instant};
+
+pub use config::{parse_source_addrs, Config, Proto};
+pub use report::{ErrorClass, Report, Tally};
+
+use engine::{Plan, Shared};
+
+/// What the caller wants to hear while a run goes on.
+pub trait Progress: Sync {
+    /// Ramping up: `established` of `total` connections.
+    fn ramp(&self, established: u64, failed: u64, total: u64);
+    /// Running: `elapsed` since the start (warm-up included), answers and errors so far.
+    fn running(&self, elapsed: Duration, completed: u64, errors: u64);
+    fn done(&self);
+}
+
+/// Say nothing.
+pub struct Quiet;
+
+impl Progress for Quiet {
+    fn ramp(&self, _: u64, _: u64, _: u64) {}
+    fn running(&self, _: Duration, _: u64, _: u64) {}
+    fn done(&self) {}
+}
+
+/// Run the load described by `config`; `Err` says why it could not run or could not
+/// reach what was asked.
+pub fn run(config: &Config, progress: &dyn Progress) -> Result<Report, String> {
+    config.check()?;
+    let total = config.connections + config.idle;
+    limits::ensure_fds(total)?;
+    limits::check_ports(total, config.source_addrs.len(), limits::ephemeral_ports())?;
+
+    let threads = config.threads;
+    let plans: Vec<Plan> = (0..threads)
+        .map(|t| {
+            let share = |n: usize| n / threads + usize::from(t < n % threads);
+            let before = |n: usize| {
+                (0..t)
+                    .map(|u| n / threads + usize::from(u < n % threads))
+                    .sum::<usize>()
+            };
+            Plan {
+                idle: share(config.idle),
+                active: share(config.connections),
+                first_active: before(config.connections),
+                first_conn: before(config.idle) + before(config.connections),
+                connect_rate: config.connect_rate / threads as f64,
+            }
+        })
+        .collect();
+    let shared = Shared::default();
+
+    let (tallies, measured) = std::thread::scope(|scope| {
+        let handles: Vec<_> = plans
+            .iter()
+            .enumerate()
+            .map(|(i, plan)| {
+                let shared = &shared;
+                std::thread::Builder::new()
+                    .name(format!("load-{i}"))
+                    .spawn_scoped(scope, move || engine::run(config, plan, shared))
+                    .expect("spawn a load thread")
+            })
+            .collect();
+        // The ramp: wait for every thread to have opened (or failed) its connections.
+        let everyone_ready = loop {
+            let ready = shared.ready.load(Relaxed) as usize;
+            progress.ramp(
+                shared.established.load(Relaxed),
+                shared.connect_failed.load(Relaxed),
+                total as u64,
+            );
+            if ready == threads {
+                break true;
+            }
+            if handles.iter().any(|h| h.is_finished()) {
+                break false; // a thread failed before it was ready
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let established = shared.established.load(Relaxed) as usize;
+        let go = everyone_ready && established >= total;
+        let start = Instant::now() + Duration::from_millis(10);
+        *shared.start.lock().unwrap() = Some(go.then_some(start));
+        shared.go.notify_all();
+        if go {
+            let end = start + config.warmup + config.duration;
+            while Instant::now() < end && !handles.iter().any(|h| h.is_finished()) {
+                progress.running(
+                    start.elapsed(),
+                    shared.completed.load(Relaxed),
+                    shared.errors.load(Relaxed),
+                );
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        }
+        let tallies: Vec<_> = handles.into_iter().map(|h| h.join()).collect();
+        (tallies, go.then_some(config.duration))
+    });
+    progress.done();
+
+    let mut tally = Tally::default();
+    for result in tallies {
+        match result {
+            Ok(Ok(t)) => tally.merge(&t),
+            Ok(Err(e)) => return Err(format!("a load thread failed: {e}")),
+            Err(_) => return Err("a load thread panicked".into()),
+        }
+    }
+    let Some(measured) = measured else {
+        let errors: Vec<String> = ErrorClass::ALL
+            .iter()
+            .filter(|&&c| tally.errors[c as usize] > 0)
+            .map(|&c| format!("{} {}", c.name(), tally.errors[c as usize]))
+            .collect();
+        return Err(format!(
+            "established {} of {} connections ({}); nothing was measured: is the server \
+             up, and is its backlog (and net.core.somaxconn) deep enough for --connect-rate?",
+            tally.active_established + tally.idle_established,
+            total,
+            if errors.is_empty() {
+                "no errors".into()
+            } else {
+                errors.join(", ")
+            }
+        ));
+    };
+    Ok(Report::new(config, &tally, measured, peak_rss_kb()))
+}
+
+/// This process's peak resident memory, from /proc.
+fn peak_rss_kb() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}

@@ -1,0 +1,769 @@
+//! One load-generating thread: an epoll loop over its share of the connections.
+//!
+//! A run has two phases. The ramp: connections are opened at the connect rate (idle ones
+//! first, each checked with one real request), and the thread waits for the others.
+//! The run: from the common start, active connections send requests (closed loop: keep
+//! `pipeline` in flight; open loop: on a schedule) until the end; idle ones stay silent.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, VecDeque};
+use std::io::{self, Read, Write};
+use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::os::fd::AsFd;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
+use nix::sys::socket::{setsockopt, sockopt};
+use nix::sys::time::TimeSpec;
+use nix::sys::timerfd::{ClockId, Expiration, TimerFd, TimerFlags, TimerSetTimeFlags};
+use nix::time::{clock_gettime, ClockId as Clock};
+use socket2::{Domain, Socket, Type};
+
+use crate::config::{Config, Proto};
+use crate::report::{micros, ErrorClass, Tally};
+use crate::response::{echo_byte, Answer, Read as Parsed, Reader};
+use crate::schedule::Schedule;
+
+/// What the threads share: progress for the display, and the common start.
+#[derive(Default)]
+pub struct Shared {
+    pub established: AtomicU64,
+    pub connect_failed: AtomicU64,
+    /// Answers and errors so far, for the progress line.
+    pub completed: AtomicU64,
+    pub errors: AtomicU64,
+    pub ready: AtomicU64,
+    /// Set by the main thread once every thread is ready: the start, or None to abort.
+    pub start: Mutex<Option<Option<Instant>>>,
+    pub go: Condvar,
+}
+
+/// One thread's share of the run.
+pub struct Plan {
+    pub idle: usize,
+    pub active: usize,
+    /// Global index of this thread's first active connection (open-loop staggering).
+    pub first_active: usize,
+    /// Global index of this thread's first connection (source address round robin).
+    pub first_conn: usize,
+    pub connect_rate: f64,
+}
+
+const TIMER: u64 = u64::MAX;
+const READ_CHUNK: usize = 64 * 1024;
+/// How often timeouts are looked for and progress published.
+const HOUSEKEEPING: Duration = Duration::from_millis(100);
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Role {
+    Idle,
+    Active,
+}
+
+struct Req {
+    /// Open loop: when the schedule said to send; closed loop: when it was sent.
+    intended: Instant,
+    sent: Instant,
+    /// Sent inside the measured window: it counts.
+    measured: bool,
+}
+
+/// What a slot keeps across reconnects.
+struct Slot {
+    role: Role,
+    /// Bumped on every (re)connect, so an event for an old socket is not applied to the new.
+    generation: u32,
+}
+
+struct Conn {
+    stream: TcpStream,
+    role: Role,
+    generation: u32,
+    connecting: Option<Instant>,
+    out: Vec<u8>,
+    out_pos: usize,
+    /// EPOLLOUT is armed.
+    armed: bool,
+    input: Vec<u8>,
+    reader: Reader,
+    in_flight: VecDeque<Req>,
+    /// Echo: sequence number of the next message sent.
+    echo_seq: u64,
+    /// Idle: the check request was answered.
+    checked: bool,
+    /// The server will close after its last answer (`Connection: close`).
+    closing: bool,
+}
+
+struct Worker<'a> {
+    config: &'a Config,
+    plan: &'a Plan,
+    shared: &'a Shared,
+    epoll: Epoll,
+    timer: TimerFd,
+    conns: Vec<Option<Conn>>,
+    slots: Vec<Slot>,
+    request: Vec<u8>,
+    scratch: Vec<u8>,
+    tally: Tally,
+    /// Open loop: free connections by next due time.
+    due: BinaryHeap<Reverse<(Instant, usize)>>,
+    schedules: Vec<Schedule>,
+    /// Reconnects waiting for their time.
+    retry: Vec<(Instant, usize)>,
+    window: Option<(Instant, Instant)>,
+    published: (u64, u64),
+}
+
+/// Run one thread's share; returns its tally, or why it could not run.
+pub fn run(config: &Config, plan: &Plan, shared: &Shared) -> io::Result<Tally> {
+    let mut w = Worker {
+        config,
+        plan,
+        shared,
+        epoll: Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?,
+        timer: TimerFd::new(
+            ClockId::CLOCK_MONOTONIC,
+            TimerFlags::TFD_NONBLOCK | TimerFlags::TFD_CLOEXEC,
+        )?,
+        conns: Vec::with_capacity(plan.idle + plan.active),
+        slots: Vec::with_capacity(plan.idle + plan.active),
+        request: match config.proto {
+            Proto::Http => format!(
+                "GET {} HTTP/1.1\r\nHost: {}\r\n\r\n",
+                config.path, config.target
+            )
+            .into_bytes(),
+            Proto::Echo => Vec::new(),
+        },
+        scratch: vec![0; READ_CHUNK],
+        tally: Tally {
+            idle_requested: plan.idle as u64,
+            active_requested: plan.active as u64,
+            ..Tally::default()
+        },
+        due: BinaryHeap::new(),
+        schedules: Vec::new(),
+        retry: Vec::new(),
+        window: None,
+        published: (0, 0),
+    };
+    w.epoll
+        .add(&w.timer, EpollEvent::new(EpollFlags::EPOLLIN, TIMER))?;
+    w.ramp()?;
+    let start = {
+        w.shared.ready.fetch_add(1, Relaxed);
+        let mut start = w.shared.start.lock().unwrap();
+        while start.is_none() {
+            start = w.shared.go.wait(start).unwrap();
+        }
+        start.unwrap()
+    };
+    if let Some(start) = start {
+        w.run(start)?;
+    }
+    Ok(w.tally)
+}
+
+impl Worker<'_> {
+    // ---- the ramp --------------------------------------------------------------------
+
+    fn ramp(&mut self) -> io::Result<()> {
+        let total = self.plan.idle + self.plan.active;
+        let begun = Instant::now();
+        let mut opened = 0;
+        let mut events = vec![EpollEvent::empty(); 1024];
+        loop {
+            // Open what the connect rate allows by now.
+            let allowed = (begun.elapsed().as_secs_f64() * self.plan.connect_rate) as usize + 1;
+            while opened < total.min(allowed) {
+                let role = if opened < self.plan.idle {
+                    Role::Idle
+                } else {
+                    Role::Active
+                };
+                self.open(role, self.plan.first_conn + opened, None)?;
+                opened += 1;
+            }
+            let pending = self
+                .conns
+                .iter()
+                .flatten()
+                .any(|c| c.connecting.is_some() || (c.role == Role::Idle && !c.checked));
+            if opened == total && !pending {
+                return Ok(());
+            }
+            let n = wait(&self.epoll, &mut events, Duration::from_millis(10))?;
+            for event in &events[..n] {
+                self.event(event, Instant::now());
+            }
+            self.check_timeouts(Instant::now());
+            self.publish();
+        }
+    }
+
+    /// Open connection `index` (global, for the source address) in slot `slot`, or a new
+    /// slot. Connecting is asynchronous: writability says it is done.
+    fn open(&mut self, role: Role, index: usize, slot: Option<usize>) -> io::Result<()> {
+        let target = self.config.target;
+        let socket = Socket::new(Domain::for_address(target), Type::STREAM, None)?;
+        socket.set_nonblocking(true)?;
+        socket.set_tcp_nodelay(true)?;
+        if !self.config.source_addrs.is_empty() {
+            let source = self.config.source_addrs[index % self.config.source_addrs.len()];
+            bind_source(&socket, source)?;
+        }
+        match socket.connect(&target.into()) {
+            Ok(()) => {}
+            Err(e) if e.raw_os_error() == Some(Errno::EINPROGRESS as i32) => {}
+            Err(e) => return Err(e),
+        }
+        let stream: TcpStream = socket.into();
+        let slot = slot.unwrap_or_else(|| {
+            self.conns.push(None);
+            self.slots.push(Slot {
+                role,
+                generation: 0,
+            });
+            self.conns.len() - 1
+        });
+        self.slots[slot].generation = self.slots[slot].generation.wrapping_add(1);
+        let generation = self.slots[slot].generation;
+        let token = token(slot, generation);
+        self.epoll.add(
+            &stream,
+            EpollEvent::new(EpollFlags::EPOLLIN | EpollFlags::EPOLLOUT, token),
+        )?;
+        self.conns[slot] = Some(Conn {
+            stream,
+            role,
+            generation,
+            connecting: Some(Instant::now()),
+            out: Vec::new(),
+            out_pos: 0,
+            armed: true,
+            input: Vec::new(),
+            reader: match self.config.proto {
+                Proto::Http => Reader::http(),
+                Proto::Echo => Reader::echo(self.config.size),
+            },
+            in_flight: VecDeque::new(),
+            echo_seq: 0,
+            checked: false,
+            closing: false,
+        });
+        Ok(())
+    }
+
+    // ---- the run ---------------------------------------------------------------------
+
+    fn run(&mut self, start: Instant) -> io::Result<()> {
+        let measure_from = start + self.config.warmup;
+        let end = measure_from + self.config.duration;
+        self.window = Some((measure_from, end));
+        // An active connection the server closed while we waited is replaced first.
+        for slot in 0..self.conns.len() {
+            if self.conns[slot].is_none() && self.slots[slot].role == Role::Active {
+                self.reconnect(slot, start);
+            }
+        }
+        // Start every active connection.
+        if let Some(rate) = self.config.rate {
+            let per_conn = rate / self.config.connections as f64;
+            for slot in 0..self.conns.len() {
+                if self.slots[slot].role == Role::Active {
+                    let n = self.schedules.len();
+                    let global = self.plan.first_active + n;
+                    let schedule = Schedule::new(start, per_conn, global, self.config.connections);
+                    self.due.push(Reverse((schedule.next(), slot)));
+                    self.schedules.push(schedule);
+                }
+            }
+        } else {
+            let now = Instant::now();
+            for slot in 0..self.conns.len() {
+                self.fill_pipeline(slot, now);
+            }
+        }
+        let mut events = vec![EpollEvent::empty(); 1024];
+        let mut cpu_from = None;
+        let mut last_housekeeping = Instant::now();
+        loop {
+            let now = Instant::now();
+            if cpu_from.is_none() && now >= measure_from {
+                cpu_from = Some(thread_cpu());
+            }
+            if now >= end {
+                break;
+            }
+            self.send_due(now);
+            let mut wait_for = (end - now).min(HOUSEKEEPING);
+            if let Some(Reverse((due, _))) = self.due.peek() {
+                let until = due.saturating_duration_since(Instant::now());
+                if until.is_zero() {
+                    continue;
+                }
+                // epoll_wait counts in milliseconds; the timer fd wakes us to the ns.
+                self.timer.set(
+                    Expiration::OneShot(TimeSpec::from_duration(until)),
+                    TimerSetTimeFlags::empty(),
+                )?;
+                wait_for = wait_for.min(until + Duration::from_millis(1));
+            }
+            let n = wait(&self.epoll, &mut events, wait_for)?;
+            for event in &events[..n] {
+                self.event(event, Instant::now());
+            }
+            let now = Instant::now();
+            if now - last_housekeeping >= HOUSEKEEPING {
+                last_housekeeping = now;
+                self.check_timeouts(now);
+                self.retry_due(now);
+                self.publish();
+            }
+        }
+        self.tally.cpu = thread_cpu().saturating_sub(cpu_from.unwrap_or_else(thread_cpu));
+        self.tally.in_flight_at_end = self
+            .conns
+            .iter()
+            .flatten()
+            .flat_map(|c| c.in_flight.iter())
+            .filter(|r| r.measured)
+            .count() as u64;
+        self.publish();
+        Ok(())
+    }
+
+    /// Open loop: send every request whose time has come, on its free connection.
+    fn send_due(&mut self, now: Instant) {
+        while let Some(&Reverse((due, slot))) = self.due.peek() {
+            if due > now {
+                break;
+            }
+            self.due.pop();
+            let Some(conn) = self.conns[slot].as_ref() else {
+                continue;
+            };
+            if conn.connecting.is_some() || !conn.in_flight.is_empty() {
+                continue; // pushed again when it is free
+            }
+            let index = self.schedule_index(slot);
+            self.schedules[index].advance();
+            self.send(slot, due, now);
+        }
+    }
+
+    /// Closed loop: top the connection up to `pipeline` requests in flight.
+    fn fill_pipeline(&mut self, slot: usize, now: Instant) {
+        let Some(conn) = self.conns[slot].as_ref() else {
+            return;
+        };
+        if conn.role != Role::Active || conn.connecting.is_some() || conn.closing {
+            return;
+        }
+        for _ in conn.in_flight.len()..self.config.pipeline {
+            self.send(slot, now, now);
+        }
+    }
+
+    fn send(&mut self, slot: usize, intended: Instant, now: Instant) {
+        let measured = self
+            .window
+            .is_some_and(|(from, end)| intended >= from && intended < end);
+        let conn = self.conns[slot].as_mut().expect("conn is present");
+        match self.config.proto {
+            Proto::Http => conn.out.extend_from_slice(&self.request),
+            Proto::Echo => {
+                let seq = conn.echo_seq;
+                conn.out
+                    .extend((0..self.config.size).map(|i| echo_byte(seq, i)));
+                conn.echo_seq += 1;
+            }
+        }
+        conn.in_flight.push_back(Req {
+            intended,
+            sent: now,
+            measured,
+        });
+        if measured {
+            self.tally.sent += 1;
+        }
+        self.flush(slot);
+    }
+
+    /// Write what is pending; arm EPOLLOUT only while some is left.
+    fn flush(&mut self, slot: usize) {
+        let conn = self.conns[slot].as_mut().expect("conn is present");
+        while conn.out_pos < conn.out.len() {
+            match (&conn.stream).write(&conn.out[conn.out_pos..]) {
+                Ok(n) => conn.out_pos += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    let class = classify(&e);
+                    self.fail(slot, class);
+                    return;
+                }
+            }
+        }
+        if conn.out_pos == conn.out.len() {
+            conn.out.clear();
+            conn.out_pos = 0;
+        }
+        let want = conn.out_pos < conn.out.len();
+        if want != conn.armed {
+            let mut flags = EpollFlags::EPOLLIN;
+            if want {
+                flags |= EpollFlags::EPOLLOUT;
+            }
+            let mut event = EpollEvent::new(flags, token(slot, conn.generation));
+            if self.epoll.modify(&conn.stream, &mut event).is_ok() {
+                conn.armed = want;
+            }
+        }
+    }
+
+    // ---- events ----------------------------------------------------------------------
+
+    fn event(&mut self, event: &EpollEvent, now: Instant) {
+        if event.data() == TIMER {
+            let _ = self.timer.wait(); // read the expiration count: it is level-triggered
+            return;
+        }
+        let (slot, generation) = untoken(event.data());
+        let Some(conn) = self.conns.get(slot).and_then(Option::as_ref) else {
+            return;
+        };
+        if conn.generation != generation {
+            return; // an event for the socket this slot held before a reconnect
+        }
+        let flags = event.events();
+        if let Some(since) = conn.connecting {
+            if !flags.intersects(EpollFlags::EPOLLOUT | EpollFlags::EPOLLERR | EpollFlags::EPOLLHUP)
+            {
+                return;
+            }
+            match conn.stream.take_error() {
+                Ok(None) => self.connected(slot, since, now),
+                Ok(Some(e)) | Err(e) => {
+                    let class = if e.kind() == io::ErrorKind::ConnectionRefused {
+                        ErrorClass::ConnectRefused
+                    } else {
+                        ErrorClass::ConnectTimeout
+                    };
+                    self.connect_failed(slot, class, now);
+                }
+            }
+            return;
+        }
+        if flags.contains(EpollFlags::EPOLLOUT) {
+            self.flush(slot);
+        }
+        if flags.intersects(EpollFlags::EPOLLIN | EpollFlags::EPOLLERR | EpollFlags::EPOLLHUP) {
+            self.readable(slot, now);
+        }
+    }
+
+    fn connected(&mut self, slot: usize, since: Instant, now: Instant) {
+        let conn = self.conns[slot].as_mut().expect("conn is present");
+        conn.connecting = None;
+        let role = conn.role;
+        let _ = self.tally.connect.record(micros(now - since));
+        self.shared.established.fetch_add(1, Relaxed);
+        if self.window.is_none() {
+            match role {
+                Role::Idle => self.tally.idle_established += 1,
+                Role::Active => self.tally.active_established += 1,
+            }
+        }
+        match role {
+            // The check request: can the server really serve this connection?
+            Role::Idle => self.send(slot, now, now),
+            Role::Active if self.window.is_some() => self.resume(slot, now),
+            Role::Active => self.flush(slot),
+        }
+    }
+
+    /// An active connection (new or reconnected) joins the run.
+    fn resume(&mut self, slot: usize, now: Instant) {
+        if self.config.rate.is_some() {
+            let index = self.schedule_index(slot);
+            self.due.push(Reverse((self.schedules[index].next(), slot)));
+        } else {
+            self.fill_pipeline(slot, now);
+        }
+    }
+
+    fn readable(&mut self, slot: usize, now: Instant) {
+        let conn = self.conns[slot].as_mut().expect("conn is present");
+        let got = (&conn.stream).read(&mut self.scratch);
+        match got {
+            Ok(0) => {
+                let class = ErrorClass::ClosedByServer;
+                self.fail(slot, class)
+            }
+            Ok(n) => {
+                conn.input.extend_from_slice(&self.scratch[..n]);
+                self.answers(slot, now);
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                let class = classify(&e);
+                self.fail(slot, class)
+            }
+        }
+    }
+
+    /// Take every complete answer out of the connection's input.
+    fn answers(&mut self, slot: usize, now: Instant) {
+        let mut answered = 0;
+        loop {
+            let conn = self.conns[slot].as_mut().expect("conn is present");
+            match conn.reader.next(&conn.input) {
+                Parsed::Partial { consumed } => {
+                    conn.input.drain(..consumed);
+                    break;
+                }
+                Parsed::Done { consumed, answer } => {
+                    conn.input.drain(..consumed);
+                    let Some(req) = conn.in_flight.pop_front() else {
+                        self.fail(slot, ErrorClass::BadResponse);
+                        return;
+                    };
+                    if answer.close {
+                        conn.closing = true;
+                    }
+                    self.answered(slot, req, answer, now);
+                    answered += 1;
+                }
+                Parsed::Bad(_) => {
+                    self.fail(slot, ErrorClass::BadResponse);
+                    return;
+                }
+            }
+        }
+        if answered == 0 {
+            return;
+        }
+        let conn = self.conns[slot].as_ref().expect("conn is present");
+        let (role, closing, free) = (conn.role, conn.closing, conn.in_flight.is_empty());
+        if role == Role::Active && self.window.is_some() {
+            if closing && free {
+                // The server said it would close: open a new connection in its place.
+                self.reconnect(slot, now);
+            } else if self.config.rate.is_some() {
+                if free {
+                    self.resume(slot, now);
+                }
+            } else {
+                self.fill_pipeline(slot, now);
+            }
+        }
+    }
+
+    fn answered(&mut self, slot: usize, req: Req, answer: Answer, now: Instant) {
+        let role = self.conns[slot].as_ref().expect("conn is present").role;
+        if role == Role::Idle {
+            let conn = self.conns[slot].as_mut().expect("conn is present");
+            conn.checked = true;
+            if (200..300).contains(&answer.status) {
+                self.tally.idle_verified += 1;
+            }
+            return;
+        }
+        let Some((from, _)) = self.window else {
+            return;
+        };
+        if !req.measured {
+            return;
+        }
+        let second = (now.saturating_duration_since(from).as_secs() as usize)
+            .min(self.config.duration.as_secs() as usize);
+        let open = self.open_connections();
+        if (200..300).contains(&answer.status) {
+            self.tally.completed += 1;
+            let latency = micros(now - req.intended);
+            let _ = self.tally.latency.record(latency);
+            let _ = self.tally.service.record(micros(now - req.sent));
+            let s = self.tally.second(second);
+            s.completed += 1;
+            let _ = s.latency.record(latency);
+            s.open = open;
+        } else {
+            let class = (answer.status / 100) as usize;
+            self.tally.statuses[if (1..=5).contains(&class) { class } else { 0 }] += 1;
+            self.tally.second(second).open = open;
+        }
+    }
+
+    // ---- failures --------------------------------------------------------------------
+
+    /// The connection broke: its in-flight requests fail with `class`, and an active
+    /// connection is replaced.
+    fn fail(&mut self, slot: usize, class: ErrorClass) {
+        let now = Instant::now();
+        let conn = self.conns[slot].as_mut().expect("conn is present");
+        let role = conn.role;
+        let measured = conn.in_flight.iter().filter(|r| r.measured).count() as u64;
+        let in_window = self
+            .window
+            .is_some_and(|(from, end)| now >= from && now < end);
+        if role == Role::Idle {
+            if conn.checked {
+                if self.window.is_some() {
+                    self.tally.idle_closed_by_server += 1;
+                }
+            } else {
+                conn.checked = true; // the check failed: it is not verified
+                self.tally.error(class);
+            }
+            self.close(slot);
+            return;
+        }
+        // A close after `Connection: close` with nothing pending is no failure.
+        let expected = conn.closing && conn.in_flight.is_empty();
+        if !expected && (in_window || self.window.is_none()) {
+            self.tally.error(class);
+            self.tally.failed += measured;
+            if in_window {
+                let second = (now - self.window.unwrap().0).as_secs() as usize;
+                self.tally.second(second).errors += 1;
+            }
+        }
+        if self.window.is_some() {
+            self.reconnect(slot, now);
+        } else {
+            self.close(slot);
+        }
+    }
+
+    fn connect_failed(&mut self, slot: usize, class: ErrorClass, now: Instant) {
+        self.tally.error(class);
+        self.shared.connect_failed.fetch_add(1, Relaxed);
+        if self.window.is_some() {
+            // Try again later rather than storm a server that refuses.
+            self.close(slot);
+            self.retry.push((now + HOUSEKEEPING, slot));
+        } else {
+            self.close(slot);
+        }
+    }
+
+    fn reconnect(&mut self, slot: usize, now: Instant) {
+        self.close(slot);
+        self.tally.reconnects += 1;
+        let (role, index) = (self.slots[slot].role, self.plan.first_conn + slot);
+        if self.open(role, index, Some(slot)).is_err() {
+            self.retry.push((now + HOUSEKEEPING, slot));
+        }
+    }
+
+    fn retry_due(&mut self, now: Instant) {
+        let due: Vec<usize> = self
+            .retry
+            .iter()
+            .filter(|(at, _)| *at <= now)
+            .map(|&(_, slot)| slot)
+            .collect();
+        self.retry.retain(|(at, _)| *at > now);
+        for slot in due {
+            self.reconnect(slot, now);
+        }
+    }
+
+    /// Drop the connection (closing the socket takes it out of the epoll set); the slot
+    /// stays for a reconnect.
+    fn close(&mut self, slot: usize) {
+        self.conns[slot] = None;
+    }
+
+    fn check_timeouts(&mut self, now: Instant) {
+        let timeout = self.config.timeout;
+        for slot in 0..self.conns.len() {
+            let Some(conn) = self.conns[slot].as_ref() else {
+                continue;
+            };
+            if let Some(since) = conn.connecting {
+                if now - since > timeout {
+                    self.connect_failed(slot, ErrorClass::ConnectTimeout, now);
+                }
+            } else if conn
+                .in_flight
+                .front()
+                .is_some_and(|r| now - r.sent > timeout)
+            {
+                self.fail(slot, ErrorClass::Timeout);
+            }
+        }
+    }
+
+    fn open_connections(&self) -> u64 {
+        self.conns
+            .iter()
+            .flatten()
+            .filter(|c| c.connecting.is_none())
+            .count() as u64
+    }
+
+    fn schedule_index(&self, slot: usize) -> usize {
+        // Active connections follow the idle ones, in slot order.
+        slot - self.plan.idle
+    }
+
+    /// Share progress with the display thread.
+    fn publish(&mut self) {
+        let completed = self.tally.completed;
+        let errors: u64 = self.tally.errors.iter().sum();
+        self.shared
+            .completed
+            .fetch_add(completed - self.published.0, Relaxed);
+        self.shared
+            .errors
+            .fetch_add(errors - self.published.1, Relaxed);
+        self.published = (completed, errors);
+    }
+}
+
+fn token(slot: usize, generation: u32) -> u64 {
+    ((generation as u64) << 32) | slot as u64
+}
+
+fn untoken(token: u64) -> (usize, u32) {
+    ((token & 0xffff_ffff) as usize, (token >> 32) as u32)
+}
+
+fn wait(epoll: &Epoll, events: &mut [EpollEvent], timeout: Duration) -> io::Result<usize> {
+    let ms = timeout.as_millis().min(u16::MAX as u128) as u16;
+    match epoll.wait(events, EpollTimeout::from(ms)) {
+        Ok(n) => Ok(n),
+        Err(Errno::EINTR) => Ok(0),
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn classify(e: &io::Error) -> ErrorClass {
+    match e.kind() {
+        io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe => ErrorClass::Reset,
+        io::ErrorKind::ConnectionAborted => ErrorClass::ClosedByServer,
+        _ => ErrorClass::Reset,
+    }
+}
+
+/// Connect from `source`. IP_BIND_ADDRESS_NO_PORT: take the port only at connect time,
+/// so that a port is shared between different targets and not wasted at bind.
+fn bind_source(socket: &Socket, source: IpAddr) -> io::Result<()> {
+    if source.is_ipv4() {
+        setsockopt(&socket.as_fd(), sockopt::IpBindAddressNoPort, &true)?;
+    }
+    socket.bind(&SocketAddr::new(source, 0).into())
+}
+
+fn thread_cpu() -> Duration {
+    clock_gettime(Clock::CLOCK_THREAD_CPUTIME_ID).map_or(Duration::ZERO, |t| {
+        Duration::new(t.tv_sec() as u64, t.tv_nsec() as u32)
+    })
+}

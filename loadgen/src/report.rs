@@ -1,0 +1,499 @@
+//! Counting: every thread keeps a [`Tally`]; at the end they merge into one [`Report`].
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use base64::Engine as _;
+use hdrhistogram::serialization::{Serializer, V2DeflateSerializer};
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+use crate::config::Config;
+
+/// How a request (or a connection attempt) can fail.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorClass {
+    ConnectRefused,
+    ConnectTimeout,
+    Reset,
+    ClosedByServer,
+    BadResponse,
+    Timeout,
+}
+
+impl ErrorClass {
+    pub const ALL: [ErrorClass; 6] = [
+        ErrorClass::ConnectRefused,
+        ErrorClass::ConnectTimeout,
+        ErrorClass::Reset,
+        ErrorClass::ClosedByServer,
+        ErrorClass::BadResponse,
+        ErrorClass::Timeout,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            ErrorClass::ConnectRefused => "connect_refused",
+            ErrorClass::ConnectTimeout => "connect_timeout",
+            ErrorClass::Reset => "reset",
+            ErrorClass::ClosedByServer => "closed_by_server",
+            ErrorClass::BadResponse => "bad_response",
+            ErrorClass::Timeout => "timeout",
+        }
+    }
+}
+
+/// Latencies are recorded in microseconds, from 1 µs to this.
+const MAX_LATENCY_US: u64 = 3_600_000_000;
+
+pub fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, MAX_LATENCY_US, 3).expect("valid histogram bounds")
+}
+
+pub fn micros(d: Duration) -> u64 {
+    (d.as_micros() as u64).clamp(1, MAX_LATENCY_US)
+}
+
+/// One second of the measured window, as one thread saw it.
+#[derive(Clone, Debug)]
+pub struct Second {
+    pub completed: u64,
+    pub errors: u64,
+    pub latency: Histogram<u64>,
+    /// Connections open when the second was last touched.
+    pub open: u64,
+}
+
+/// One thread's counts for the measured window.
+#[derive(Clone, Debug)]
+pub struct Tally {
+    /// Requests sent (open loop: scheduled) inside the window.
+    pub sent: u64,
+    /// Of those: answered 2xx (the throughput) ...
+    pub completed: u64,
+    /// ... answered with another status, by class: index status / 100 (0: not 1xx-5xx) ...
+    pub statuses: [u64; 6],
+    /// ... failed (by class in `errors`) ...
+    pub failed: u64,
+    /// ... or still unanswered when the window closed.
+    pub in_flight_at_end: u64,
+    /// Failed requests and failed connection attempts, by class.
+    pub errors: [u64; 6],
+    pub reconnects: u64,
+    /// From the intended send time (open loop) or the send (closed loop).
+    pub latency: Histogram<u64>,
+    /// From the actual send: what the server took, queueing in our client excluded.
+    pub service: Histogram<u64>,
+    pub connect: Histogram<u64>,
+    pub seconds: Vec<Second>,
+    pub active_requested: u64,
+    pub active_established: u64,
+    pub idle_requested: u64,
+    pub idle_established: u64,
+    pub idle_verified: u64,
+    pub idle_closed_by_server: u64,
+    /// This thread's CPU time inside the window.
+    pub cpu: Duration,
+}
+
+impl Default for Tally {
+    fn default() -> Tally {
+        Tally {
+            sent: 0,
+            completed: 0,
+            statuses: [0; 6],
+            failed: 0,
+            in_flight_at_end: 0,
+            errors: [0; 6],
+            reconnects: 0,
+            latency: histogram(),
+            service: histogram(),
+            connect: histogram(),
+            seconds: Vec::new(),
+            active_requested: 0,
+            active_established: 0,
+            idle_requested: 0,
+            idle_established: 0,
+            idle_verified: 0,
+            idle_closed_by_server: 0,
+            cpu: Duration::ZERO,
+        }
+    }
+}
+
+impl Tally {
+    pub fn error(&mut self, class: ErrorClass) {
+        self.errors[class as usize] += 1;
+    }
+
+    /// The second `index` of the window, created on first touch.
+    pub fn second(&mut self, index: usize) -> &mut Second {
+        while self.seconds.len() <= index {
+            self.seconds.push(Second {
+                completed: 0,
+                errors: 0,
+                latency: histogram(),
+                open: 0,
+            });
+        }
+        &mut self.seconds[index]
+    }
+
+    pub fn merge(&mut self, other: &Tally) {
+        self.sent += other.sent;
+        self.completed += other.completed;
+        self.failed += other.failed;
+        self.in_flight_at_end += other.in_flight_at_end;
+        for i in 0..6 {
+            self.statuses[i] += other.statuses[i];
+            self.errors[i] += other.errors[i];
+        }
+        self.reconnects += other.reconnects;
+        self.latency.add(&other.latency).expect("same bounds");
+        self.service.add(&other.service).expect("same bounds");
+        self.connect.add(&other.connect).expect("same bounds");
+        for (i, s) in other.seconds.iter().enumerate() {
+            let mine = self.second(i);
+            mine.completed += s.completed;
+            mine.errors += s.errors;
+            mine.open += s.open;
+            mine.latency.add(&s.latency).expect("same bounds");
+        }
+        self.active_requested += other.active_requested;
+        self.active_established += other.active_established;
+        self.idle_requested += other.idle_requested;
+        self.idle_established += other.idle_established;
+        self.idle_verified += other.idle_verified;
+        self.idle_closed_by_server += other.idle_closed_by_server;
+        self.cpu += other.cpu;
+    }
+
+    /// Every request sent in the window is accounted for exactly once.
+    pub fn adds_up(&self) -> bool {
+        let answered_other: u64 = self.statuses.iter().sum();
+        self.sent == self.completed + answered_other + self.failed + self.in_flight_at_end
+    }
+}
+
+#[derive(Clone, Debug, Default, Serialize, PartialEq)]
+pub struct Percentiles {
+    pub p50: u64,
+    pub p90: u64,
+    pub p99: u64,
+    pub p999: u64,
+    pub max: u64,
+    pub mean: f64,
+    pub count: u64,
+}
+
+impl Percentiles {
+    pub fn of(h: &Histogram<u64>) -> Percentiles {
+        if h.is_empty() {
+            return Percentiles::default();
+        }
+        Percentiles {
+            p50: h.value_at_quantile(0.50),
+            p90: h.value_at_quantile(0.90),
+            p99: h.value_at_quantile(0.99),
+            p999: h.value_at_quantile(0.999),
+            max: h.max(),
+            mean: h.mean(),
+            count: h.len(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Connections {
+    pub requested: u64,
+    pub established: u64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Idle {
+    pub requested: u64,
+    pub established: u64,
+    /// Answered their one check request with a 2xx.
+    pub verified: u64,
+    /// Closed by the server after the ramp, during warm-up or the window.
+    pub closed_by_server: u64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct SecondReport {
+    pub second: usize,
+    pub requests: u64,
+    pub errors: u64,
+    pub p99_us: u64,
+    pub open_connections: u64,
+}
+
+/// The loadgen is called saturated when its threads were busy this much of the window.
+pub const SATURATED: f64 = 0.9;
+
+/// What a run measured: printed as a summary, written as JSON.
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    pub config: Config,
+    pub measured_seconds: f64,
+    /// 2xx answers per second over the window.
+    pub throughput_rps: f64,
+    /// Open loop: requests actually sent per second, beside `config.rate`.
+    pub achieved_rate_rps: Option<f64>,
+    /// Open loop: from the intended send time (coordinated omission corrected).
+    pub latency_us: Percentiles,
+    pub service_latency_us: Percentiles,
+    pub connect_latency_us: Percentiles,
+    pub sent: u64,
+    pub completed: u64,
+    /// Answers that were not 2xx, by class ("4xx"): not counted as throughput.
+    pub non_2xx: BTreeMap<String, u64>,
+    pub failed: u64,
+    pub in_flight_at_end: u64,
+    /// Failed requests and connection attempts, by class.
+    pub errors: BTreeMap<String, u64>,
+    pub reconnects: u64,
+    pub active: Connections,
+    pub idle: Idle,
+    /// Fraction of its threads' time the load generator was busy.
+    pub loadgen_cpu: f64,
+    pub loadgen_saturated: bool,
+    pub loadgen_rss_kb: u64,
+    /// The merged latency histogram, HdrHistogram V2 + deflate, base64.
+    pub latency_histogram: String,
+    pub per_second: Vec<SecondReport>,
+}
+
+impl Report {
+    pub fn new(config: &Config, tally: &Tally, measured: Duration, rss_kb: u64) -> Report {
+        let secs = measured.as_secs_f64().max(1e-9);
+        let threads = config.threads as f64;
+        let loadgen_cpu = tally.cpu.as_secs_f64() / (secs * threads);
+        let non_2xx = tally
+            .statuses
+            .iter()
+            .enumerate()
+            .filter(|(_, &n)| n > 0)
+            .map(|(i, &n)| {
+                let class = if i == 0 {
+                    "other".to_string()
+                } else {
+                    format!("{i}xx")
+                };
+                (class, n)
+            })
+            .collect();
+        let errors = ErrorClass::ALL
+            .iter()
+            .map(|&c| (c.name().to_string(), tally.errors[c as usize]))
+            .collect();
+        let mut serialized = Vec::new();
+        V2DeflateSerializer::new()
+            .serialize(&tally.latency, &mut serialized)
+            .expect("a histogram serializes");
+        Report {
+            config: config.clone(),
+            measured_seconds: secs,
+            throughput_rps: tally.completed as f64 / secs,
+            achieved_rate_rps: config.rate.map(|_| tally.sent as f64 / secs),
+            latency_us: Percentiles::of(&tally.latency),
+            service_latency_us: Percentiles::of(&tally.service),
+            connect_latency_us: Percentiles::of(&tally.connect),
+            sent: tally.sent,
+            completed: tally.completed,
+            non_2xx,
+            failed: tally.failed,
+            in_flight_at_end: tally.in_flight_at_end,
+            errors,
+            reconnects: tally.reconnects,
+            active: Connections {
+                requested: tally.active_requested,
+                established: tally.active_established,
+            },
+            idle: Idle {
+                requested: tally.idle_requested,
+                established: tally.idle_established,
+                verified: tally.idle_verified,
+                closed_by_server: tally.idle_closed_by_server,
+            },
+            loadgen_cpu,
+            loadgen_saturated: loadgen_cpu >= SATURATED,
+            loadgen_rss_kb: rss_kb,
+            latency_histogram: base64::engine::general_purpose::STANDARD.encode(&serialized),
+            per_second: tally
+                .seconds
+                .iter()
+                .enumerate()
+                .map(|(i, s)| SecondReport {
+                    second: i,
+                    requests: s.completed,
+                    errors: s.errors,
+                    p99_us: if s.latency.is_empty() {
+                        0
+                    } else {
+                        s.latency.value_at_quantile(0.99)
+                    },
+                    open_connections: s.open,
+                })
+                .collect(),
+        }
+    }
+
+    /// The human summary.
+    pub fn summary(&self) -> String {
+        let mut s = String::new();
+        let c = &self.config;
+        let mode = match c.rate {
+            Some(rate) => format!("open loop at {rate:.0} req/s"),
+            None => format!("closed loop, {} in flight per connection", c.pipeline),
+        };
+        let _ = writeln!(
+            s,
+            "{} active connections ({mode}), {} idle, {:.1}s measured after {:.1}s warm-up, {} threads",
+            c.connections,
+            c.idle,
+            self.measured_seconds,
+            c.warmup.as_secs_f64(),
+            c.threads
+        );
+        let _ = writeln!(
+            s,
+            "  throughput   {:>12.0} req/s (2xx)   {} completed",
+            self.throughput_rps, self.completed
+        );
+        if let Some(achieved) = self.achieved_rate_rps {
+            let _ = writeln!(
+                s,
+                "  sent at      {:>12.0} req/s (asked {:.0})",
+                achieved,
+                c.rate.unwrap_or(0.0)
+            );
+        }
+        let p = |name: &str, p: &Percentiles, s: &mut String| {
+            let _ = writeln!(
+                s,
+                "  {name:<12} p50 {} p90 {} p99 {} p99.9 {} max {} (µs)",
+                p.p50, p.p90, p.p99, p.p999, p.max
+            );
+        };
+        let corrected = if c.rate.is_some() {
+            "latency*"
+        } else {
+            "latency"
+        };
+        p(corrected, &self.latency_us, &mut s);
+        if c.rate.is_some() {
+            p("service", &self.service_latency_us, &mut s);
+            let _ = writeln!(s, "  * from each request's intended send time");
+        }
+        let errors: Vec<String> = self
+            .errors
+            .iter()
+            .filter(|(_, &n)| n > 0)
+            .map(|(k, n)| format!("{k} {n}"))
+            .collect();
+        let non_2xx: Vec<String> = self
+            .non_2xx
+            .iter()
+            .map(|(k, n)| format!("{k} {n}"))
+            .collect();
+        let _ = writeln!(
+            s,
+            "  errors       {}   non-2xx {}   in flight at end {}",
+            if errors.is_empty() {
+                "none".into()
+            } else {
+                errors.join(", ")
+            },
+            if non_2xx.is_empty() {
+                "none".into()
+            } else {
+                non_2xx.join(", ")
+            },
+            self.in_flight_at_end
+        );
+        if c.idle > 0 {
+            let _ = writeln!(
+                s,
+                "  idle         {} requested, {} established, {} verified, {} closed by the server",
+                self.idle.requested,
+                self.idle.established,
+                self.idle.verified,
+                self.idle.closed_by_server
+            );
+        }
+        let _ = writeln!(
+            s,
+            "  loadgen      {:.0}% busy, {} MB resident",
+            self.loadgen_cpu * 100.0,
+            self.loadgen_rss_kb / 1024
+        );
+        if self.loadgen_saturated {
+            let _ = writeln!(
+                s,
+                "  load generator saturated: the numbers are a floor (add --threads or CPUs)"
+            );
+        }
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tallies_merge_and_add_up() {
+        let mut a = Tally {
+            sent: 10,
+            completed: 6,
+            failed: 2,
+            in_flight_at_end: 1,
+            ..Tally::default()
+        };
+        a.statuses[5] = 1;
+        a.error(ErrorClass::Reset);
+        a.error(ErrorClass::Timeout);
+        a.latency.record(100).unwrap();
+        a.second(2).completed = 6;
+        assert!(a.adds_up());
+        let mut b = Tally {
+            sent: 3,
+            completed: 3,
+            ..Tally::default()
+        };
+        b.latency.record(300).unwrap();
+        b.second(0).completed = 3;
+        b.merge(&a);
+        assert!(b.adds_up());
+        assert_eq!((b.sent, b.completed, b.latency.len()), (13, 9, 2));
+        assert_eq!(b.seconds.len(), 3);
+        assert_eq!(b.errors[ErrorClass::Reset as usize], 1);
+        b.in_flight_at_end += 1;
+        assert!(!b.adds_up(), "one request too many must show");
+    }
+
+    #[test]
+    fn report_names_every_error_class_and_flags_saturation() {
+        let mut config = Config::new("127.0.0.1:1".parse().unwrap());
+        config.threads = 2;
+        let tally = Tally {
+            sent: 100,
+            completed: 100,
+            cpu: Duration::from_millis(1900),
+            ..Tally::default()
+        };
+        let report = Report::new(&config, &tally, Duration::from_secs(1), 0);
+        assert_eq!(report.errors.len(), ErrorClass::ALL.len());
+        assert!(report.loadgen_saturated);
+        assert!(report
+            .summary()
+            .contains("saturated: the numbers are a floor"));
+        let idle = Tally {
+            cpu: Duration::from_millis(100),
+            ..tally
+        };
+        assert!(!Report::new(&config, &idle, Duration::from_secs(1), 0).loadgen_saturated);
+    }
+}
