@@ -116,6 +116,9 @@ struct Worker<'a> {
     retry: Vec<(Instant, usize)>,
     window: Option<(Instant, Instant)>,
     published: (u64, u64),
+    /// Connections established and not yet closed (kept as a count: scanning 10k
+    /// connections per answer would make the generator the bottleneck).
+    open_now: u64,
 }
 
 /// Run one thread's share; returns its tally, or why it could not run.
@@ -150,6 +153,7 @@ pub fn run(config: &Config, plan: &Plan, shared: &Shared) -> io::Result<Tally> {
         retry: Vec::new(),
         window: None,
         published: (0, 0),
+        open_now: 0,
     };
     w.epoll
         .add(&w.timer, EpollEvent::new(EpollFlags::EPOLLIN, TIMER))?;
@@ -471,6 +475,7 @@ impl Worker<'_> {
         let conn = self.conns[slot].as_mut().expect("conn is present");
         conn.connecting = None;
         let role = conn.role;
+        self.open_now += 1;
         let _ = self.tally.connect.record(micros(now - since));
         self.shared.established.fetch_add(1, Relaxed);
         if self.window.is_none() {
@@ -583,7 +588,7 @@ impl Worker<'_> {
         }
         let second = (now.saturating_duration_since(from).as_secs() as usize)
             .min(self.config.duration.as_secs() as usize);
-        let open = self.open_connections();
+        let open = self.open_now;
         if (200..300).contains(&answer.status) {
             self.tally.completed += 1;
             let latency = micros(now - req.intended);
@@ -678,7 +683,11 @@ impl Worker<'_> {
     /// Drop the connection (closing the socket takes it out of the epoll set); the slot
     /// stays for a reconnect.
     fn close(&mut self, slot: usize) {
-        self.conns[slot] = None;
+        if let Some(conn) = self.conns[slot].take() {
+            if conn.connecting.is_none() {
+                self.open_now -= 1;
+            }
+        }
     }
 
     fn check_timeouts(&mut self, now: Instant) {
@@ -699,14 +708,6 @@ impl Worker<'_> {
                 self.fail(slot, ErrorClass::Timeout);
             }
         }
-    }
-
-    fn open_connections(&self) -> u64 {
-        self.conns
-            .iter()
-            .flatten()
-            .filter(|c| c.connecting.is_none())
-            .count() as u64
     }
 
     fn schedule_index(&self, slot: usize) -> usize {
