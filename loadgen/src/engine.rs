@@ -265,6 +265,8 @@ impl Worker<'_> {
     // ---- the run ---------------------------------------------------------------------
 
     fn run(&mut self, start: Instant) -> io::Result<()> {
+        // Every thread starts at the same instant, set a little ahead by the main thread.
+        std::thread::sleep(start.saturating_duration_since(Instant::now()));
         let measure_from = start + self.config.warmup;
         let end = measure_from + self.config.duration;
         self.window = Some((measure_from, end));

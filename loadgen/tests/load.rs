@@ -13,14 +13,19 @@ use iomodels_servers::{self as servers, models, Server};
 
 /// A real server (epoll-et) in this process; it runs until the test process ends.
 fn epoll_server(proto: servers::Proto) -> SocketAddr {
+    epoll_server_with_counters(proto).0
+}
+
+fn epoll_server_with_counters(proto: servers::Proto) -> (SocketAddr, Arc<Server>) {
     let listener = servers::listen("127.0.0.1:0".parse().unwrap(), 1024).unwrap();
     let addr = listener.local_addr().unwrap();
     let server = Arc::new(Server::new(servers::Config {
         proto,
         ..servers::Config::default()
     }));
-    thread::spawn(move || models::epoll::serve_et(listener, &server));
-    addr
+    let serving = Arc::clone(&server);
+    thread::spawn(move || models::epoll::serve_et(listener, &serving));
+    (addr, server)
 }
 
 /// A thread-per-connection server whose connections do what `behave` says; `behave`
@@ -105,6 +110,26 @@ fn a_healthy_server_is_answered_with_no_errors_and_everything_adds_up() {
     assert!(r.latency_us.p50 > 0 && r.latency_us.p50 <= r.latency_us.max);
     assert!(!r.latency_histogram.is_empty());
     assert_adds_up(&r);
+}
+
+/// The server's own count agrees: with no warm-up, it answered every request we sent,
+/// plus at most the few sent after the window closed (regression: threads began ~10 ms
+/// before the common start, sending requests that no count included).
+#[test]
+fn the_server_counts_what_we_sent() {
+    let (target, server) = epoll_server_with_counters(servers::Proto::Http);
+    let mut c = config(target);
+    c.connections = 4;
+    c.pipeline = 2;
+    let r = run(&c);
+    thread::sleep(Duration::from_millis(100));
+    let served = server.stats.snapshot("epoll-et").requests;
+    assert!(served >= r.completed, "server {served}, we {}", r.completed);
+    assert!(
+        served - r.sent <= 4 * 2,
+        "server {served}, we sent {}: unaccounted requests",
+        r.sent
+    );
 }
 
 #[test]
@@ -231,6 +256,28 @@ fn an_unanswered_request_times_out() {
     assert!(error(&r, "timeout") > 0, "{r:#?}");
     assert_eq!(r.completed, 0);
     assert_adds_up(&r);
+}
+
+#[test]
+fn source_addresses_are_used_in_turn() {
+    static SEEN: std::sync::Mutex<Vec<std::net::IpAddr>> = std::sync::Mutex::new(Vec::new());
+    let target = misbehaving(|mut stream, _| {
+        SEEN.lock().unwrap().push(stream.peer_addr().unwrap().ip());
+        let mut buf = Vec::new();
+        while read_request(&mut stream, &mut buf) && ok(&mut stream) {}
+    });
+    let mut c = config(target);
+    c.connections = 4;
+    c.source_addrs = loadgen::parse_source_addrs("127.0.0.2-127.0.0.3").unwrap();
+    let r = run(&c);
+    assert!(r.completed > 0);
+    let mut seen = SEEN.lock().unwrap().clone();
+    seen.sort();
+    let want: Vec<std::net::IpAddr> = ["127.0.0.2", "127.0.0.2", "127.0.0.3", "127.0.0.3"]
+        .iter()
+        .map(|a| a.parse().unwrap())
+        .collect();
+    assert_eq!(seen, want);
 }
 
 #[test]
