@@ -631,14 +631,25 @@ impl Worker<'_> {
             self.close(slot);
             return;
         }
-        // A close after `Connection: close` with nothing pending is no failure.
+        // A close after `Connection: close` with nothing pending is no failure. Otherwise
+        // the requests it carried fail with this class (each counted if it was measured,
+        // whenever the failure is noticed), and a failure that cost no measured request
+        // still counts once if it happened while we were counting, or during the ramp.
         let expected = conn.closing && conn.in_flight.is_empty();
-        if !expected && (in_window || self.window.is_none()) {
-            self.tally.error(class);
+        if !expected {
             self.tally.failed += measured;
-            if in_window {
-                let second = (now - self.window.unwrap().0).as_secs() as usize;
-                self.tally.second(second).errors += 1;
+            let counted = if measured > 0 {
+                measured
+            } else {
+                u64::from(in_window || self.window.is_none())
+            };
+            self.tally.errors[class as usize] += counted;
+            if counted > 0 {
+                if let Some((from, _)) = self.window {
+                    let second = (now.saturating_duration_since(from).as_secs() as usize)
+                        .min(self.config.duration.as_secs() as usize);
+                    self.tally.second(second).errors += counted;
+                }
             }
         }
         if self.window.is_some() {

@@ -78,7 +78,9 @@ pub struct Tally {
     pub failed: u64,
     /// ... or still unanswered when the window closed.
     pub in_flight_at_end: u64,
-    /// Failed requests and failed connection attempts, by class.
+    /// By class: failed requests (a broken connection counts each measured request it
+    /// carried), plus failures that cost no request (a refused connect, a connection
+    /// closed while idle between open-loop sends).
     pub errors: [u64; 6],
     pub reconnects: u64,
     /// From the intended send time (open loop) or the send (closed loop).
@@ -251,7 +253,9 @@ pub struct Report {
     pub non_2xx: BTreeMap<String, u64>,
     pub failed: u64,
     pub in_flight_at_end: u64,
-    /// Failed requests and connection attempts, by class.
+    /// By class: failed requests, plus failures that cost no request (a refused
+    /// connect, a connection closed between open-loop sends). `failed` counts only the
+    /// requests.
     pub errors: BTreeMap<String, u64>,
     pub reconnects: u64,
     pub active: Connections,
