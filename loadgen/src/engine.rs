@@ -660,7 +660,13 @@ impl Worker<'_> {
     }
 
     fn connect_failed(&mut self, slot: usize, class: ErrorClass, now: Instant) {
-        self.tally.error(class);
+        // Counted during the ramp and the window, like every error; not in warm-up.
+        let counting = self
+            .window
+            .is_none_or(|(from, end)| now >= from && now < end);
+        if counting {
+            self.tally.error(class);
+        }
         self.shared.connect_failed.fetch_add(1, Relaxed);
         if self.window.is_some() {
             // Try again later rather than storm a server that refuses.
