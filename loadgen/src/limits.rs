@@ -17,13 +17,14 @@ pub fn ensure_fds(sockets: usize) -> Result<u64, String> {
         setrlimit(Resource::RLIMIT_NOFILE, need, hard).map_err(|e| e.to_string())?;
         return Ok(need);
     }
-    // Only root may raise the hard limit (up to fs.nr_open); try, then explain.
+    // Raising the hard limit (up to fs.nr_open) needs CAP_SYS_RESOURCE; try, then explain.
     if setrlimit(Resource::RLIMIT_NOFILE, need, need).is_ok() {
         return Ok(need);
     }
     Err(format!(
         "{sockets} connections need {need} file descriptors, but the hard limit is {hard}: \
-         raise it (`ulimit -Hn {need}` as root, or LimitNOFILE / limits.conf) or ask for fewer"
+         raising it needs CAP_SYS_RESOURCE (`ulimit -Hn {need}` as a privileged root, \
+         LimitNOFILE or limits.conf), or ask for fewer"
     ))
 }
 
