@@ -80,8 +80,6 @@ struct Slot {
 
 struct Conn {
     stream: TcpStream,
-    role: Role,
-    generation: u32,
     connecting: Option<Instant>,
     out: Vec<u8>,
     out_pos: usize,
@@ -192,11 +190,11 @@ impl Worker<'_> {
                 self.open(role, self.plan.first_conn + opened, None)?;
                 opened += 1;
             }
-            let pending = self
-                .conns
-                .iter()
-                .flatten()
-                .any(|c| c.connecting.is_some() || (c.role == Role::Idle && !c.checked));
+            let pending = self.conns.iter().zip(&self.slots).any(|(c, slot)| {
+                c.as_ref().is_some_and(|c| {
+                    c.connecting.is_some() || (slot.role == Role::Idle && !c.checked)
+                })
+            });
             if opened == total && !pending {
                 return Ok(());
             }
@@ -243,8 +241,6 @@ impl Worker<'_> {
         )?;
         self.conns[slot] = Some(Conn {
             stream,
-            role,
-            generation,
             connecting: Some(Instant::now()),
             out: Vec::new(),
             out_pos: 0,
@@ -367,7 +363,7 @@ impl Worker<'_> {
         let Some(conn) = self.conns[slot].as_ref() else {
             return;
         };
-        if conn.role != Role::Active || conn.connecting.is_some() || conn.closing {
+        if self.slots[slot].role != Role::Active || conn.connecting.is_some() || conn.closing {
             return;
         }
         for _ in conn.in_flight.len()..self.config.pipeline {
@@ -425,7 +421,7 @@ impl Worker<'_> {
             if want {
                 flags |= EpollFlags::EPOLLOUT;
             }
-            let mut event = EpollEvent::new(flags, token(slot, conn.generation));
+            let mut event = EpollEvent::new(flags, token(slot, self.slots[slot].generation));
             if self.epoll.modify(&conn.stream, &mut event).is_ok() {
                 conn.armed = want;
             }
@@ -443,7 +439,7 @@ impl Worker<'_> {
         let Some(conn) = self.conns.get(slot).and_then(Option::as_ref) else {
             return;
         };
-        if conn.generation != generation {
+        if self.slots[slot].generation != generation {
             return; // an event for the socket this slot held before a reconnect
         }
         let flags = event.events();
@@ -476,7 +472,7 @@ impl Worker<'_> {
     fn connected(&mut self, slot: usize, since: Instant, now: Instant) {
         let conn = self.conns[slot].as_mut().expect("conn is present");
         conn.connecting = None;
-        let role = conn.role;
+        let role = self.slots[slot].role;
         self.open_now += 1;
         let _ = self.tally.connect.record(micros(now - since));
         self.shared.established.fetch_add(1, Relaxed);
@@ -557,7 +553,11 @@ impl Worker<'_> {
             return;
         }
         let conn = self.conns[slot].as_ref().expect("conn is present");
-        let (role, closing, free) = (conn.role, conn.closing, conn.in_flight.is_empty());
+        let (role, closing, free) = (
+            self.slots[slot].role,
+            conn.closing,
+            conn.in_flight.is_empty(),
+        );
         if role == Role::Active && self.window.is_some() {
             if closing && free {
                 // The server said it would close: open a new connection in its place.
@@ -573,7 +573,7 @@ impl Worker<'_> {
     }
 
     fn answered(&mut self, slot: usize, req: Req, answer: Answer, now: Instant) {
-        let role = self.conns[slot].as_ref().expect("conn is present").role;
+        let role = self.slots[slot].role;
         if role == Role::Idle {
             let conn = self.conns[slot].as_mut().expect("conn is present");
             conn.checked = true;
@@ -614,7 +614,7 @@ impl Worker<'_> {
     fn fail(&mut self, slot: usize, class: ErrorClass) {
         let now = Instant::now();
         let conn = self.conns[slot].as_mut().expect("conn is present");
-        let role = conn.role;
+        let role = self.slots[slot].role;
         let measured = conn.in_flight.iter().filter(|r| r.measured).count() as u64;
         let in_window = self
             .window
