@@ -68,6 +68,9 @@ struct LoadArgs {
     /// Closed loop: requests in flight per active connection.
     #[arg(long, default_value_t = 1)]
     pipeline: usize,
+    /// A new connection per request (HTTP/1.0 without keep-alive): connection churn.
+    #[arg(long)]
+    close: bool,
     /// Threads [default: the CPUs this process may use].
     #[arg(long)]
     threads: Option<usize>,
@@ -173,6 +176,7 @@ fn load(args: LoadArgs) -> Result<(), String> {
     config.warmup = args.warmup;
     config.rate = args.rate;
     config.pipeline = args.pipeline;
+    config.keep_alive = !args.close;
     if let Some(threads) = args.threads {
         config.threads = threads;
     }

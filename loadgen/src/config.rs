@@ -3,9 +3,9 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Proto {
     Http,
@@ -13,7 +13,7 @@ pub enum Proto {
 }
 
 /// Every option of a run, as used (the JSON report carries it whole).
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Config {
     pub target: SocketAddr,
     pub proto: Proto,
@@ -25,15 +25,19 @@ pub struct Config {
     pub connections: usize,
     /// Idle connections held open beside them: checked once, then silent.
     pub idle: usize,
-    #[serde(serialize_with = "seconds")]
+    #[serde(serialize_with = "seconds", deserialize_with = "from_seconds")]
     pub duration: Duration,
     /// Run, but do not measure, this long first.
-    #[serde(serialize_with = "seconds")]
+    #[serde(serialize_with = "seconds", deserialize_with = "from_seconds")]
     pub warmup: Duration,
     /// Open loop: requests per second in total. None: closed loop.
     pub rate: Option<f64>,
     /// Closed loop: requests in flight per active connection.
     pub pipeline: usize,
+    /// False: HTTP/1.0 without keep-alive, so every request opens a new connection
+    /// (connection churn).
+    #[serde(default = "yes")]
+    pub keep_alive: bool,
     pub threads: usize,
     /// New connections per second while ramping up.
     pub connect_rate: f64,
@@ -41,12 +45,21 @@ pub struct Config {
     pub source_addrs: Vec<IpAddr>,
     /// A connect or a request unanswered this long fails with `connect_timeout` or
     /// `timeout`.
-    #[serde(serialize_with = "seconds")]
+    #[serde(serialize_with = "seconds", deserialize_with = "from_seconds")]
     pub timeout: Duration,
 }
 
 fn seconds<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_f64(d.as_secs_f64())
+}
+
+fn from_seconds<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let secs = f64::deserialize(d)?;
+    Duration::try_from_secs_f64(secs).map_err(serde::de::Error::custom)
+}
+
+fn yes() -> bool {
+    true
 }
 
 impl Config {
@@ -63,6 +76,7 @@ impl Config {
             warmup: Duration::from_secs(2),
             rate: None,
             pipeline: 1,
+            keep_alive: true,
             threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
             connect_rate: 20_000.0,
             source_addrs: Vec::new(),
@@ -94,6 +108,17 @@ impl Config {
         }
         if !(self.connect_rate > 0.0 && self.connect_rate.is_finite()) {
             return Err("--connect-rate must be a positive number".into());
+        }
+        if !self.keep_alive {
+            if self.proto != Proto::Http {
+                return Err("a connection per request (--close) is for HTTP".into());
+            }
+            if self.idle > 0 {
+                return Err("idle connections need keep-alive; leave out --close".into());
+            }
+            if self.pipeline > 1 {
+                return Err("--pipeline needs keep-alive; leave out --close".into());
+            }
         }
         if self.proto == Proto::Echo && self.size == 0 {
             return Err("--size must be at least 1 byte for echo".into());

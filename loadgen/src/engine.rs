@@ -134,8 +134,10 @@ pub fn run(config: &Config, plan: &Plan, shared: &Shared) -> io::Result<Tally> {
         slots: Vec::with_capacity(plan.idle + plan.active),
         request: match config.proto {
             Proto::Http => format!(
-                "GET {} HTTP/1.1\r\nHost: {}\r\n\r\n",
-                config.path, config.target
+                "GET {} HTTP/1.{}\r\nHost: {}\r\n\r\n",
+                config.path,
+                u8::from(config.keep_alive),
+                config.target
             )
             .into_bytes(),
             Proto::Echo => Vec::new(),

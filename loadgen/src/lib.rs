@@ -31,6 +31,10 @@ pub trait Progress: Sync {
     fn ramp(&self, established: u64, failed: u64, total: u64);
     /// Running: `elapsed` since the start (warm-up included), answers and errors so far.
     fn running(&self, elapsed: Duration, completed: u64, errors: u64);
+    /// The measured window opens (warm-up is over): a caller snapshots the server here.
+    fn window_opened(&self) {}
+    /// The measured window has closed; threads are finishing.
+    fn window_closed(&self) {}
     fn done(&self);
 }
 
@@ -105,14 +109,32 @@ pub fn run(config: &Config, progress: &dyn Progress) -> Result<Report, String> {
         *shared.start.lock().unwrap() = Some(go.then_some(start));
         shared.go.notify_all();
         if go {
-            let end = start + config.warmup + config.duration;
-            while Instant::now() < end && !handles.iter().any(|h| h.is_finished()) {
+            let opens = start + config.warmup;
+            let end = opens + config.duration;
+            let mut opened = false;
+            while !handles.iter().any(|h| h.is_finished()) {
+                let now = Instant::now();
+                if !opened && now >= opens {
+                    progress.window_opened();
+                    opened = true;
+                }
+                if now >= end {
+                    progress.window_closed();
+                    break;
+                }
                 progress.running(
                     start.elapsed(),
                     shared.completed.load(Relaxed),
                     shared.errors.load(Relaxed),
                 );
-                std::thread::sleep(Duration::from_millis(200));
+                // Wake at the window's edges exactly, to tell the caller on time.
+                let next = now + Duration::from_millis(200);
+                let next = if opened {
+                    next.min(end)
+                } else {
+                    next.min(opens)
+                };
+                std::thread::sleep(next.saturating_duration_since(Instant::now()));
             }
         }
         let tallies: Vec<_> = handles.into_iter().map(|h| h.join()).collect();

@@ -7,7 +7,7 @@ use std::time::Duration;
 use base64::Engine as _;
 use hdrhistogram::serialization::{Serializer, V2DeflateSerializer};
 use hdrhistogram::Histogram;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::config::Config;
 
@@ -178,7 +178,7 @@ impl Tally {
     }
 }
 
-#[derive(Clone, Debug, Default, Serialize, PartialEq)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 pub struct Percentiles {
     pub p50: u64,
     pub p90: u64,
@@ -206,13 +206,13 @@ impl Percentiles {
     }
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Connections {
     pub requested: u64,
     pub established: u64,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Idle {
     pub requested: u64,
     pub established: u64,
@@ -222,7 +222,7 @@ pub struct Idle {
     pub closed_by_server: u64,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SecondReport {
     pub second: usize,
     pub requests: u64,
@@ -235,7 +235,7 @@ pub struct SecondReport {
 pub const SATURATED: f64 = 0.9;
 
 /// What a run measured: printed as a summary, written as JSON.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Report {
     pub config: Config,
     pub measured_seconds: f64,

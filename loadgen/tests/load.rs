@@ -349,3 +349,47 @@ fn open_loop_latency_includes_a_stall() {
     assert_eq!(r.errors.values().sum::<u64>(), 0);
     assert_adds_up(&r);
 }
+
+/// Without keep-alive every answer ends its connection and a new one takes its place:
+/// the churn experiment. The server's accept count agrees with ours.
+#[test]
+fn without_keep_alive_every_request_gets_a_new_connection() {
+    let (target, server) = epoll_server_with_counters(servers::Proto::Http);
+    let mut c = config(target);
+    c.keep_alive = false;
+    let r = run(&c);
+    assert!(r.completed > 100, "{r:#?}");
+    assert!(r.errors.values().all(|&n| n == 0), "{:?}", r.errors);
+    assert_adds_up(&r);
+    // One reconnect per answer, give or take the connections open at the edges.
+    assert!(
+        r.reconnects + 2 >= r.completed && r.reconnects <= r.completed + 2,
+        "{r:#?}"
+    );
+    let accepted = server.stats.accepted.load(Ordering::Relaxed);
+    assert!(
+        accepted >= r.completed,
+        "accepted {accepted}, answered {}",
+        r.completed
+    );
+}
+
+/// The report reads back from its own JSON unchanged (the suite stores it in run.json).
+#[test]
+fn the_report_round_trips_through_json() {
+    let r = run(&config(epoll_server(servers::Proto::Http)));
+    let json = serde_json::to_string(&r).unwrap();
+    let back: Report = serde_json::from_str(&json).unwrap();
+    assert_eq!(back, r);
+}
+
+#[test]
+fn keep_alive_off_is_refused_where_it_cannot_work() {
+    let mut c = Config::new("127.0.0.1:9".parse().unwrap());
+    c.keep_alive = false;
+    c.idle = 10;
+    assert!(c.check().unwrap_err().contains("idle"));
+    c.idle = 0;
+    c.proto = Proto::Echo;
+    assert!(c.check().unwrap_err().contains("HTTP"));
+}
