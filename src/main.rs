@@ -1,6 +1,5 @@
-//! `iomodels`: serve with any I/O model, list the models, generate load.
-//!
-//! The benchmark suite (`bench`) and the charts (`plot`) arrive with their issues.
+//! `iomodels`: serve with any I/O model, list the models, generate load, run the
+//! benchmark suite and draw its charts.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -10,6 +9,8 @@ use std::time::Duration;
 use clap::builder::PossibleValuesParser;
 use clap::{Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
+use iomodels::bench::{self, peers, Profile};
+use iomodels::results::EXPERIMENTS;
 use iomodels_loadgen as loadgen;
 use iomodels_servers::{self as servers, Config, Proto, MODELS};
 
@@ -34,6 +35,36 @@ enum Command {
     /// Drive a server with load: active connections (closed or open loop) beside idle
     /// ones; prints a summary, and writes every number with --json.
     Load(LoadArgs),
+    /// Run the benchmark suite: every server as a pinned child process under load;
+    /// writes run.json, SVG charts and REPORT.md into a run folder.
+    Bench(BenchArgs),
+    /// Redraw the charts and REPORT.md of a run folder from its run.json.
+    Plot {
+        /// The run folder (it holds run.json).
+        dir: PathBuf,
+    },
+}
+
+#[derive(clap::Args)]
+struct BenchArgs {
+    /// quick: a few minutes; full: C10K and past, with repeats.
+    #[arg(long, value_enum, default_value_t = Profile::Quick)]
+    profile: Profile,
+    /// Experiments to run, comma-separated [default: all].
+    #[arg(long, value_delimiter = ',',
+          value_parser = PossibleValuesParser::new(EXPERIMENTS.iter().copied()))]
+    experiments: Vec<String>,
+    /// Models to run, comma-separated [default: every model].
+    #[arg(long, value_delimiter = ',',
+          value_parser = PossibleValuesParser::new(MODELS.iter().map(|m| m.name)))]
+    models: Vec<String>,
+    /// Real servers to run beside ours, when installed: nginx, tornado.
+    #[arg(long, value_delimiter = ',',
+          value_parser = PossibleValuesParser::new(peers::PEERS.iter().copied()))]
+    peers: Vec<String>,
+    /// The run folder [default: results/runs/<UTC time>].
+    #[arg(long)]
+    out: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -127,6 +158,8 @@ fn main() -> ExitCode {
             Ok(())
         }
         Command::Load(args) => load(args),
+        Command::Bench(args) => run_bench(args),
+        Command::Plot { dir } => plot(&dir),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -191,6 +224,47 @@ fn load(args: LoadArgs) -> Result<(), String> {
         std::fs::write(&path, json + "\n")
             .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
     }
+    Ok(())
+}
+
+fn run_bench(args: BenchArgs) -> Result<(), String> {
+    let exe = std::env::current_exe().map_err(|e| format!("cannot find this binary: {e}"))?;
+    let all = |given: Vec<String>, every: Vec<&str>| {
+        if given.is_empty() {
+            every.into_iter().map(String::from).collect()
+        } else {
+            given
+        }
+    };
+    let options = bench::Options {
+        exe,
+        profile: args.profile,
+        experiments: all(args.experiments, EXPERIMENTS.to_vec()),
+        models: all(args.models, MODELS.iter().map(|m| m.name).collect()),
+        peers: args.peers,
+        out: args.out.unwrap_or_else(bench::default_out),
+    };
+    let started = std::time::Instant::now();
+    bench::run(&options)?;
+    let (run, _) = iomodels::plot(&options.out)?;
+    print!("{}", iomodels::report::terminal(&run));
+    println!(
+        "{} points in {:.0?}; run.json, charts and REPORT.md are in {}",
+        run.points.len(),
+        started.elapsed(),
+        options.out.display()
+    );
+    Ok(())
+}
+
+fn plot(dir: &std::path::Path) -> Result<(), String> {
+    let (run, drawn) = iomodels::plot(dir)?;
+    print!("{}", iomodels::report::terminal(&run));
+    println!(
+        "{} charts and REPORT.md written to {}",
+        drawn.len(),
+        dir.display()
+    );
     Ok(())
 }
 

@@ -1,0 +1,281 @@
+//! A server under test, as a child process: started pinned, watched through /proc, its
+//! counters read through SIGUSR1, stopped with SIGTERM.
+
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::{self, Receiver};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use iomodels_servers::Snapshot;
+use nix::sched::{sched_setaffinity, CpuSet};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+/// How long a server may take to start listening, or to stop.
+const PATIENCE: Duration = Duration::from_secs(10);
+
+/// What /proc says of a process at one instant.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ProcSample {
+    pub user_s: f64,
+    pub sys_s: f64,
+    pub rss_kb: u64,
+    pub rss_peak_kb: u64,
+    pub threads: u64,
+}
+
+pub struct Server {
+    child: Child,
+    pub addr: SocketAddr,
+    /// Counter snapshots (JSON lines on the server's stdout).
+    snapshots: Mutex<Receiver<Snapshot>>,
+    /// The server's stderr, kept for the reason of a failure.
+    stderr: Arc<Mutex<Vec<String>>>,
+    name: String,
+    /// Ours answers SIGUSR1 with its counters; to a peer it could be fatal (Python's
+    /// default action is to exit), so peers are never sent it.
+    counters: bool,
+}
+
+impl Server {
+    /// `iomodels serve MODEL` on a free port, pinned to `cpus`.
+    pub fn ours(exe: &Path, model: &str, args: &[String], cpus: &[usize]) -> Result<Server, String> {
+        let mut cmd = Command::new(exe);
+        cmd.args(["serve", model, "--port", "0"]).args(args);
+        let mut server = Server::spawn(cmd, model, cpus)?;
+        server.counters = true;
+        // The address comes on stderr: "iomodels: MODEL listening on ADDR (...)".
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let line = server.stderr.lock().unwrap().iter().find_map(|l| {
+                let rest = l.split(" listening on ").nth(1)?;
+                rest.split_whitespace().next()?.parse::<SocketAddr>().ok()
+            });
+            if let Some(addr) = line {
+                server.addr = addr;
+                return Ok(server);
+            }
+            server.check_alive()?;
+            if Instant::now() > deadline {
+                return Err(server.failed("did not say where it listens"));
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Any other server (a peer): `cmd` must listen on `addr`, which is polled until it
+    /// accepts.
+    pub fn peer(cmd: Command, name: &str, addr: SocketAddr, cpus: &[usize]) -> Result<Server, String> {
+        let mut server = Server::spawn(cmd, name, cpus)?;
+        server.addr = addr;
+        let deadline = Instant::now() + PATIENCE;
+        while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
+            server.check_alive()?;
+            if Instant::now() > deadline {
+                return Err(server.failed(&format!("did not listen on {addr}")));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(server)
+    }
+
+    fn spawn(mut cmd: Command, name: &str, cpus: &[usize]) -> Result<Server, String> {
+        let mut set = CpuSet::new();
+        for &cpu in cpus {
+            set.set(cpu).map_err(|e| format!("cpu {cpu}: {e}"))?;
+        }
+        let pin = !cpus.is_empty();
+        // SAFETY: between fork and exec only async-signal-safe calls are allowed;
+        // sched_setaffinity is a plain system call and allocates nothing.
+        unsafe {
+            cmd.pre_exec(move || {
+                if pin {
+                    sched_setaffinity(Pid::from_raw(0), &set)?;
+                }
+                Ok(())
+            });
+        }
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| format!("cannot start {name} ({:?}): {e}", cmd.get_program()))?;
+
+        let stderr = Arc::new(Mutex::new(Vec::new()));
+        let err_pipe = child.stderr.take().expect("stderr is piped");
+        let lines = Arc::clone(&stderr);
+        std::thread::spawn(move || {
+            for line in BufReader::new(err_pipe).lines().map_while(Result::ok) {
+                let mut lines = lines.lock().unwrap();
+                if lines.len() < 200 {
+                    lines.push(line);
+                }
+            }
+        });
+        let out_pipe = child.stdout.take().expect("stdout is piped");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out_pipe).lines().map_while(Result::ok) {
+                if let Ok(snapshot) = serde_json::from_str::<Snapshot>(&line) {
+                    if tx.send(snapshot).is_err() {
+                        break;
+                    }
+                }
+            }
+        });
+        Ok(Server {
+            child,
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            snapshots: Mutex::new(rx),
+            stderr,
+            name: name.to_string(),
+            counters: false,
+        })
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    /// Err with the server's last words if it has exited.
+    pub fn check_alive(&mut self) -> Result<(), String> {
+        match self.child.try_wait() {
+            Ok(None) => Ok(()),
+            Ok(Some(status)) => Err(self.failed(&format!("exited ({status})"))),
+            Err(e) => Err(self.failed(&format!("cannot be waited for: {e}"))),
+        }
+    }
+
+    /// "NAME MESSAGE; it said: LAST STDERR LINES".
+    pub fn failed(&self, what: &str) -> String {
+        let said = self.said();
+        if said.is_empty() {
+            format!("{} {what}", self.name)
+        } else {
+            format!("{} {what}; it said: {said}", self.name)
+        }
+    }
+
+    /// The server's stderr beyond its "listening on" line (warnings, refusals), joined.
+    pub fn said(&self) -> String {
+        let lines = self.stderr.lock().unwrap();
+        let said: Vec<&str> = lines
+            .iter()
+            .filter(|l| !l.contains(" listening on "))
+            .map(|l| l.trim())
+            .take(3)
+            .collect();
+        said.join(" | ")
+    }
+
+    /// Ask for the counters now (SIGUSR1) and wait for the line they come on.
+    pub fn snapshot(&self) -> Option<Snapshot> {
+        if !self.counters {
+            return None;
+        }
+        let rx = self.snapshots.lock().unwrap();
+        while rx.try_recv().is_ok() {} // anything stale
+        kill(Pid::from_raw(self.pid()), Signal::SIGUSR1).ok()?;
+        rx.recv_timeout(Duration::from_secs(2)).ok()
+    }
+
+    pub fn proc_sample(&self) -> Option<ProcSample> {
+        proc_sample(self.pid())
+    }
+
+    /// SIGTERM, then SIGKILL if it does not exit in time. Err if it did not exit cleanly.
+    pub fn stop(mut self) -> Result<(), String> {
+        let _ = kill(Pid::from_raw(self.pid()), Signal::SIGTERM);
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            match self.child.try_wait() {
+                Ok(Some(status)) if status.success() => return Ok(()),
+                Ok(Some(status)) => {
+                    // A peer killed by our SIGTERM is a clean stop too.
+                    use std::os::unix::process::ExitStatusExt;
+                    if status.signal() == Some(Signal::SIGTERM as i32) {
+                        return Ok(());
+                    }
+                    return Err(self.failed(&format!("exited badly on SIGTERM ({status})")));
+                }
+                Ok(None) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(10))
+                }
+                _ => {
+                    let _ = self.child.kill();
+                    let _ = self.child.wait();
+                    return Err(self.failed("did not stop within 10 s of SIGTERM; killed"));
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+
+/// A free port on 127.0.0.1 for a peer to listen on (the kernel's pick; the port is
+/// free again when this returns, and peers bind it with SO_REUSEADDR at once).
+pub fn free_port() -> Result<SocketAddr, String> {
+    let probe = TcpListener::bind("127.0.0.1:0").map_err(|e| format!("no free port: {e}"))?;
+    probe.local_addr().map_err(|e| e.to_string())
+}
+
+/// CPU time, memory and threads of process `pid`, from /proc/PID/stat and status.
+pub fn proc_sample(pid: i32) -> Option<ProcSample> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may hold spaces, so split after its ')').
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the whole line: 12 and 13 after ')'.
+    let ticks = clock_ticks();
+    let user_s = fields.get(11)?.parse::<f64>().ok()? / ticks;
+    let sys_s = fields.get(12)?.parse::<f64>().ok()? / ticks;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let field = |name: &str| -> Option<u64> {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))?
+            .split_whitespace()
+            .nth(1)?
+            .parse()
+            .ok()
+    };
+    Some(ProcSample {
+        user_s,
+        sys_s,
+        rss_kb: field("VmRSS:")?,
+        rss_peak_kb: field("VmHWM:")?,
+        threads: field("Threads:")?,
+    })
+}
+
+fn clock_ticks() -> f64 {
+    nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .ok()
+        .flatten()
+        .map_or(100.0, |t| t as f64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn this_process_reads_from_proc() {
+        let s = proc_sample(std::process::id() as i32).unwrap();
+        assert!(s.rss_kb > 0 && s.rss_peak_kb >= s.rss_kb);
+        assert!(s.threads >= 1);
+    }
+}

@@ -1,0 +1,577 @@
+//! `iomodels bench`: every experiment, end to end, into a run folder.
+//!
+//! Each server is a child process pinned to its own CPU; the load generator runs in
+//! this process on the other CPUs. At the edges of the measured window the server's
+//! counters are read (SIGUSR1) and /proc is sampled, so every figure covers the
+//! window and nothing else. run.json is saved after every point: an interrupted run
+//! keeps what it measured.
+
+pub mod child;
+pub mod machine;
+pub mod peers;
+pub mod wait_cost;
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use indicatif::{ProgressBar, ProgressStyle};
+use iomodels_loadgen as loadgen;
+use iomodels_servers::{self as servers, Snapshot};
+use nix::sched::{sched_setaffinity, CpuSet};
+use nix::unistd::Pid;
+
+use crate::results::{
+    CrossCheck, Point, Run, ServerMetrics, Settings, EXPERIMENTS, SCHEMA_VERSION,
+};
+use child::{ProcSample, Server};
+
+/// How much to measure.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Profile {
+    /// A few minutes: every experiment once, short windows.
+    Quick,
+    /// C10K and past, longer windows, three repeats.
+    Full,
+}
+
+impl Profile {
+    pub fn name(self) -> &'static str {
+        match self {
+            Profile::Quick => "quick",
+            Profile::Full => "full",
+        }
+    }
+
+    fn plan(self) -> Plan {
+        match self {
+            Profile::Quick => Plan {
+                warmup: Duration::from_millis(500),
+                window: Duration::from_secs(2),
+                repeats: 1,
+                busy: 10,
+                idle: vec![0, 1000, 2000, 5000, 10_000],
+                active: vec![1, 10, 100, 1000, 10_000],
+                churn: vec![10],
+                blocking: (20, "/sleep/100"),
+                wait_fds: vec![10, 100, 1000, 10_000],
+                wait_budget: Duration::from_millis(200),
+            },
+            Profile::Full => Plan {
+                warmup: Duration::from_secs(1),
+                window: Duration::from_secs(5),
+                repeats: 3,
+                busy: 10,
+                idle: vec![0, 500, 1000, 2000, 5000, 10_000, 15_000],
+                active: vec![1, 10, 100, 1000, 5000, 10_000],
+                churn: vec![1, 10, 100],
+                blocking: (20, "/sleep/100"),
+                wait_fds: vec![10, 100, 1000, 10_000],
+                wait_budget: Duration::from_secs(1),
+            },
+        }
+    }
+}
+
+/// The points a profile measures.
+struct Plan {
+    warmup: Duration,
+    window: Duration,
+    repeats: u32,
+    /// Busy (closed-loop) connections beside the idle ones.
+    busy: usize,
+    idle: Vec<usize>,
+    active: Vec<usize>,
+    churn: Vec<usize>,
+    /// Connections, and the path whose handler blocks.
+    blocking: (usize, &'static str),
+    wait_fds: Vec<usize>,
+    wait_budget: Duration,
+}
+
+pub struct Options {
+    /// The `iomodels` binary that serves (this one, normally).
+    pub exe: PathBuf,
+    pub profile: Profile,
+    pub experiments: Vec<String>,
+    pub models: Vec<String>,
+    pub peers: Vec<String>,
+    pub out: PathBuf,
+}
+
+/// One measurement to make.
+#[derive(Clone, Debug)]
+struct Job {
+    experiment: &'static str,
+    model: String,
+    peer: bool,
+    repeat: u32,
+    idle: usize,
+    active: usize,
+    fds: usize,
+}
+
+impl Job {
+    fn point(&self) -> Point {
+        let load = self.experiment != "wait-cost";
+        Point {
+            experiment: self.experiment.into(),
+            model: self.model.clone(),
+            repeat: self.repeat,
+            idle: (self.experiment == "idle").then_some(self.idle),
+            active: load.then_some(self.active),
+            fds: (!load).then_some(self.fds),
+            ..Point::default()
+        }
+    }
+
+    /// The x of this job in its series, for the skip-past-a-limit rule.
+    fn x(&self) -> usize {
+        match self.experiment {
+            "idle" => self.idle,
+            "wait-cost" => self.fds,
+            _ => self.active,
+        }
+    }
+
+    fn describe(&self, repeats: u32) -> String {
+        let what = match self.experiment {
+            "idle" => format!("{} idle + busy", self.idle),
+            "wait-cost" => format!("{} fds", self.fds),
+            "churn" => format!("{} connecting", self.active),
+            _ => format!("{} active", self.active),
+        };
+        let repeat = if repeats > 1 {
+            format!(" · repeat {}/{repeats}", self.repeat + 1)
+        } else {
+            String::new()
+        };
+        format!("{} · {} · {what}{repeat}", self.experiment, self.model)
+    }
+}
+
+/// Everything a job needs from the run.
+struct Context<'a> {
+    options: &'a Options,
+    plan: Plan,
+    server_cpus: Vec<usize>,
+    load_threads: usize,
+    bar: ProgressBar,
+}
+
+/// Run the suite; returns the run (also saved as run.json in `options.out`).
+pub fn run(options: &Options) -> Result<Run, String> {
+    let out = &options.out;
+    if out.join("run.json").exists() {
+        return Err(format!(
+            "{} already holds a run; choose another --out (or `iomodels plot` it)",
+            out.display()
+        ));
+    }
+    std::fs::create_dir_all(out).map_err(|e| format!("cannot create {}: {e}", out.display()))?;
+
+    let cpus = machine::usable_cpus();
+    let pinning = machine::pinning(&cpus);
+    if !pinning.load_cpus.is_empty() {
+        // This thread first: every thread made later (the load generator's) inherits it.
+        let mut set = CpuSet::new();
+        for &cpu in &pinning.load_cpus {
+            set.set(cpu).map_err(|e| e.to_string())?;
+        }
+        sched_setaffinity(Pid::from_raw(0), &set)
+            .map_err(|e| format!("cannot pin the load generator: {e}"))?;
+    }
+    servers::raise_fd_limit().map_err(|e| format!("cannot raise the descriptor limit: {e}"))?;
+
+    let plan = options.profile.plan();
+    let load_threads = pinning.load_cpus.len().max(1);
+    let mut notes = Vec::new();
+    let mut peers = Vec::new();
+    for peer in &options.peers {
+        match peers::missing(peer) {
+            Some(why) => notes.push(why),
+            None => peers.push(peer.clone()),
+        }
+    }
+    for note in &notes {
+        eprintln!("iomodels: {note}");
+    }
+    let mut run = Run {
+        schema_version: SCHEMA_VERSION,
+        started: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+        git_commit: machine::git_commit(),
+        profile: options.profile.name().into(),
+        machine: machine::describe(cpus.len(), pinning.clone()),
+        settings: Settings {
+            warmup_s: plan.warmup.as_secs_f64(),
+            window_s: plan.window.as_secs_f64(),
+            repeats: plan.repeats,
+            busy_connections: plan.busy,
+            load_threads,
+        },
+        notes,
+        crosscheck: None,
+        points: Vec::new(),
+    };
+
+    let jobs = jobs(&plan, options, &peers);
+    let bar = ProgressBar::new(jobs.len() as u64);
+    bar.set_style(
+        ProgressStyle::with_template("{pos}/{len} [{elapsed_precise}] {msg}")
+            .expect("valid template"),
+    );
+    let ctx = Context {
+        options,
+        plan,
+        server_cpus: pinning.server_cpus.clone(),
+        load_threads,
+        bar,
+    };
+
+    // Past a model's limit in a series, larger points are recorded, not run.
+    let mut limited: HashMap<(&str, String, u32), (usize, String)> = HashMap::new();
+    for job in &jobs {
+        ctx.bar.set_message(job.describe(ctx.plan.repeats));
+        let key = (job.experiment, job.model.clone(), job.repeat);
+        let point = match limited.get(&key) {
+            Some((x, why)) if job.x() > *x => Point {
+                limit: Some(format!("not run: past the limit met at {x} ({why})")),
+                ..job.point()
+            },
+            _ => measure(&ctx, job),
+        };
+        if let Some(why) = &point.limit {
+            limited.entry(key).or_insert((job.x(), why.clone()));
+        }
+        log(&ctx.bar, &job.describe(ctx.plan.repeats), &point);
+        run.points.push(point);
+        run.save(out)?;
+        ctx.bar.inc(1);
+    }
+    ctx.bar.finish_and_clear();
+
+    if options.experiments.iter().any(|e| e != "wait-cost") {
+        match peers::missing("wrk") {
+            Some(why) => run.notes.push(why),
+            None => match crosscheck(&ctx) {
+                Ok(c) => run.crosscheck = Some(c),
+                Err(e) => run.notes.push(format!("the wrk cross-check failed: {e}")),
+            },
+        }
+    }
+    run.save(out)?;
+    Ok(run)
+}
+
+/// Every job, in order: experiment by experiment, and within one, repeat by repeat and
+/// point by point with the models side by side (so drift hits them all alike).
+fn jobs(plan: &Plan, options: &Options, peers: &[String]) -> Vec<Job> {
+    let mut jobs = Vec::new();
+    for &experiment in EXPERIMENTS {
+        if !options.experiments.iter().any(|e| e == experiment) {
+            continue;
+        }
+        let xs: Vec<usize> = match experiment {
+            "idle" => plan.idle.clone(),
+            "active" => plan.active.clone(),
+            "churn" => plan.churn.clone(),
+            "blocking" => vec![plan.blocking.0],
+            _ => plan.wait_fds.clone(),
+        };
+        let mut who: Vec<(String, bool)> = if experiment == "wait-cost" {
+            wait_cost::CALLS.iter().map(|c| (c.to_string(), false)).collect()
+        } else {
+            options.models.iter().map(|m| (m.clone(), false)).collect()
+        };
+        // Peers serve `/` only: no blocking handler to compare.
+        if matches!(experiment, "idle" | "active" | "churn") {
+            who.extend(peers.iter().map(|p| (p.clone(), true)));
+        }
+        for repeat in 0..plan.repeats {
+            for &x in &xs {
+                for (model, peer) in &who {
+                    jobs.push(Job {
+                        experiment,
+                        model: model.clone(),
+                        peer: *peer,
+                        repeat,
+                        idle: if experiment == "idle" { x } else { 0 },
+                        active: match experiment {
+                            "idle" => plan.busy,
+                            "wait-cost" => 0,
+                            _ => x,
+                        },
+                        fds: x,
+                    });
+                }
+            }
+        }
+    }
+    jobs
+}
+
+fn measure(ctx: &Context, job: &Job) -> Point {
+    let mut point = job.point();
+    if job.experiment == "wait-cost" {
+        match wait_cost::measure(&job.model, job.fds, ctx.plan.wait_budget) {
+            Ok(m) => {
+                point.ns_per_wait = Some(m.ns_per_wait);
+                point.waits = Some(m.waits);
+            }
+            Err(e) => point.limit = Some(e),
+        }
+        return point;
+    }
+    if job.experiment == "blocking" {
+        point.path = Some(ctx.plan.blocking.1.into());
+    }
+    let started = if job.peer {
+        peers::start(&job.model, &ctx.options.out, &ctx.server_cpus)
+    } else {
+        Server::ours(&ctx.options.exe, &job.model, &[], &ctx.server_cpus)
+    };
+    let mut server = match started {
+        Ok(s) => s,
+        Err(e) => {
+            point.limit = Some(format!("could not start: {e}"));
+            return point;
+        }
+    };
+
+    let mut config = loadgen::Config::new(server.addr);
+    config.connections = job.active.max(1);
+    config.idle = job.idle;
+    config.warmup = ctx.plan.warmup;
+    config.duration = ctx.plan.window;
+    config.threads = ctx.load_threads;
+    config.keep_alive = job.experiment != "churn";
+    if let Some(path) = &point.path {
+        config.path = path.clone();
+    }
+    let total = (config.connections + config.idle) as u64;
+    let ports = loadgen::limits::ephemeral_ports();
+    if total * 10 > u64::from(ports.1 - ports.0) * 9 {
+        // More than 90% of one address's ports: spread over 127.0.0.2 … 127.0.0.9.
+        config.source_addrs = (2..=9).map(|i| IpAddr::from([127, 0, 0, i])).collect();
+    }
+
+    let window = Window {
+        bar: &ctx.bar,
+        job: job.describe(ctx.plan.repeats),
+        server: &server,
+        edges: Mutex::new([None, None]),
+    };
+    let result = loadgen::run(&config, &window);
+    let edges = window.edges.into_inner().unwrap();
+    let alive = server.check_alive();
+
+    match result {
+        Err(e) => {
+            let said = server.said();
+            point.limit = Some(if said.is_empty() {
+                e
+            } else {
+                format!("{e}; the server said: {said}")
+            });
+        }
+        Ok(report) => {
+            if let [Some((s0, p0)), Some((s1, p1))] = &edges {
+                point.server = Some(metrics(s0.as_ref(), p0, s1.as_ref(), p1));
+            }
+            point.limit = held_everything(&report, point.server.as_ref(), &server);
+            point.load = Some(report);
+        }
+    }
+    if let Err(e) = alive {
+        point.limit = Some(e);
+    } else if let Err(e) = server.stop() {
+        point.limit.get_or_insert(e);
+    }
+    point
+}
+
+/// None when the server held and answered every connection asked of it; otherwise
+/// the limit it met, in its own words where it gave any.
+fn held_everything(
+    report: &loadgen::Report,
+    server: Option<&ServerMetrics>,
+    process: &Server,
+) -> Option<String> {
+    let refused = server
+        .and_then(|s| s.counters.as_ref())
+        .map_or(0, |c| c.refused);
+    let unavailable = report.non_2xx.get("5xx").copied().unwrap_or(0);
+    let idle = &report.idle;
+    let why = if idle.verified < idle.requested || idle.closed_by_server > 0 {
+        format!(
+            "held {} of {} idle connections ({} closed by the server)",
+            idle.verified.saturating_sub(idle.closed_by_server),
+            idle.requested,
+            idle.closed_by_server
+        )
+    } else if refused > 0 || unavailable > 0 {
+        format!("refused {refused} connections and answered {unavailable} requests with 5xx")
+    } else {
+        return None;
+    };
+    let said = process.said();
+    Some(if said.is_empty() {
+        why
+    } else {
+        format!("{why}; the server said: {said}")
+    })
+}
+
+/// The server over the window: CPU between the edges, memory and threads at the end,
+/// its counters' increase.
+fn metrics(
+    s0: Option<&Snapshot>,
+    p0: &ProcSample,
+    s1: Option<&Snapshot>,
+    p1: &ProcSample,
+) -> ServerMetrics {
+    let counters = match (s0, s1) {
+        (Some(a), Some(b)) => Some(Snapshot {
+            model: b.model.clone(),
+            accepted: b.accepted - a.accepted,
+            refused: b.refused - a.refused,
+            closed: b.closed - a.closed,
+            open: b.open,
+            requests: b.requests - a.requests,
+            bytes_in: b.bytes_in - a.bytes_in,
+            bytes_out: b.bytes_out - a.bytes_out,
+            wait_calls: b.wait_calls - a.wait_calls,
+            fds_scanned: b.fds_scanned - a.fds_scanned,
+            events: b.events - a.events,
+            empty_reads: b.empty_reads - a.empty_reads,
+            threads: b.threads,
+            threads_peak: b.threads_peak,
+        }),
+        _ => None,
+    };
+    ServerMetrics {
+        cpu_user_s: p1.user_s - p0.user_s,
+        cpu_sys_s: p1.sys_s - p0.sys_s,
+        rss_kb: p1.rss_kb,
+        rss_peak_kb: p1.rss_peak_kb,
+        threads: p1.threads,
+        counters,
+    }
+}
+
+/// The load generator's progress, shown on the bar; at the window's edges the server
+/// is sampled.
+struct Window<'a> {
+    bar: &'a ProgressBar,
+    job: String,
+    server: &'a Server,
+    edges: Mutex<[Option<(Option<Snapshot>, ProcSample)>; 2]>,
+}
+
+impl Window<'_> {
+    fn sample(&self, edge: usize) {
+        let snapshot = self.server.snapshot();
+        if let Some(proc) = self.server.proc_sample() {
+            self.edges.lock().unwrap()[edge] = Some((snapshot, proc));
+        }
+    }
+}
+
+impl loadgen::Progress for Window<'_> {
+    fn ramp(&self, established: u64, failed: u64, total: u64) {
+        self.bar.set_message(format!(
+            "{} · connecting {established}/{total}{}",
+            self.job,
+            if failed > 0 {
+                format!(" ({failed} failed)")
+            } else {
+                String::new()
+            }
+        ));
+    }
+
+    fn running(&self, elapsed: Duration, completed: u64, errors: u64) {
+        self.bar.set_message(format!(
+            "{} · {:.1}s · {completed} answered, {errors} errors",
+            self.job,
+            elapsed.as_secs_f64()
+        ));
+    }
+
+    fn window_opened(&self) {
+        self.sample(0);
+    }
+
+    fn window_closed(&self) {
+        self.sample(1);
+    }
+
+    fn done(&self) {}
+}
+
+/// One line per point, above the bar (or on stderr when there is no terminal).
+fn log(bar: &ProgressBar, what: &str, p: &Point) {
+    let result = if let Some(why) = &p.limit {
+        format!("LIMIT: {why}")
+    } else if let Some(ns) = p.ns_per_wait {
+        format!("{ns:.0} ns per wait")
+    } else if let Some(l) = &p.load {
+        format!(
+            "{:.0} req/s, p99 {:.2} ms{}{}",
+            l.throughput_rps,
+            l.latency_us.p99 as f64 / 1000.0,
+            match p.errors() {
+                0 => String::new(),
+                n => format!(", {n} errors"),
+            },
+            if l.loadgen_saturated {
+                " (load generator saturated)"
+            } else {
+                ""
+            }
+        )
+    } else {
+        "nothing measured".into()
+    };
+    let line = format!("{what}: {result}");
+    if bar.is_hidden() {
+        eprintln!("{line}");
+    } else {
+        bar.println(line);
+    }
+}
+
+/// Our load generator, then wrk, on the same point: 50 connections to epoll-et.
+fn crosscheck(ctx: &Context) -> Result<CrossCheck, String> {
+    const MODEL: &str = "epoll-et";
+    const CONNECTIONS: usize = 50;
+    let secs = ctx.plan.window.as_secs().max(2);
+    let server = Server::ours(&ctx.options.exe, MODEL, &[], &ctx.server_cpus)?;
+    let mut config = loadgen::Config::new(server.addr);
+    config.connections = CONNECTIONS;
+    config.threads = ctx.load_threads;
+    config.warmup = ctx.plan.warmup;
+    config.duration = Duration::from_secs(secs);
+    let ours = loadgen::run(&config, &loadgen::Quiet)?.throughput_rps;
+    let wrk = peers::wrk(server.addr, CONNECTIONS, secs)?;
+    server.stop()?;
+    let line = format!("cross-check, {MODEL} with {CONNECTIONS} connections: ours {ours:.0} req/s, wrk {wrk:.0} req/s");
+    if ctx.bar.is_hidden() {
+        eprintln!("{line}");
+    }
+    Ok(CrossCheck {
+        model: MODEL.into(),
+        connections: CONNECTIONS,
+        ours_rps: ours,
+        wrk_rps: wrk,
+        ratio: ours / wrk.max(1e-9),
+    })
+}
+
+/// Default run folder: results/runs/<UTC time>.
+pub fn default_out() -> PathBuf {
+    let now = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
+    Path::new("results/runs").join(now.replace(':', "-"))
+}

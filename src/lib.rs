@@ -1,0 +1,29 @@
+//! The iomodels suite: run the experiments (`bench`), keep what they measured
+//! (`results`), and turn it into charts and a report (`charts`, `report`).
+//!
+//! # Layout
+//!
+//! - [`bench`]: servers as pinned child processes, the load generator in this process,
+//!   the wait-cost loop, peers (nginx, Tornado) and the wrk cross-check.
+//! - [`results`]: the run.json schema, read back by everything else.
+//! - [`charts`]: SVG charts (plotters), one colour per model.
+//! - [`report`]: REPORT.md and the terminal table, generated from run.json.
+
+pub mod bench;
+pub mod charts;
+pub mod report;
+pub mod results;
+
+use std::path::Path;
+
+pub use results::Run;
+
+/// Draw the charts and write REPORT.md for the run in `dir`, from its run.json.
+pub fn plot(dir: &Path) -> Result<(Run, Vec<charts::Chart>), String> {
+    let run = Run::load(dir)?;
+    let drawn = charts::draw_all(&run, dir)?;
+    let path = dir.join("REPORT.md");
+    std::fs::write(&path, report::markdown(&run, &drawn))
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    Ok((run, drawn))
+}
