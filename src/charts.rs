@@ -52,6 +52,8 @@ struct Spec {
     y_desc: &'static str,
     log_x: bool,
     log_y: bool,
+    /// Where the legend covers no line.
+    legend: SeriesLabelPosition,
 }
 
 /// Draw every chart the run has data for into `dir`; returns what was drawn.
@@ -67,6 +69,7 @@ pub fn draw_all(run: &Run, dir: &Path) -> Result<Vec<Chart>, String> {
                 y_desc: "requests per second (2xx)",
                 log_x: false,
                 log_y: false,
+                legend: SeriesLabelPosition::UpperRight,
             },
             run.series("idle", |p| p.rps()),
         ),
@@ -79,6 +82,7 @@ pub fn draw_all(run: &Run, dir: &Path) -> Result<Vec<Chart>, String> {
                 y_desc: "p99 latency (ms, log scale)",
                 log_x: false,
                 log_y: true,
+                legend: SeriesLabelPosition::UpperLeft,
             },
             run.series("idle", |p| p.p99_ms()),
         ),
@@ -91,6 +95,7 @@ pub fn draw_all(run: &Run, dir: &Path) -> Result<Vec<Chart>, String> {
                 y_desc: "server CPU per request (µs, user + sys)",
                 log_x: false,
                 log_y: false,
+                legend: SeriesLabelPosition::UpperLeft,
             },
             run.series("idle", |p| p.cpu_us_per_request()),
         ),
@@ -103,6 +108,7 @@ pub fn draw_all(run: &Run, dir: &Path) -> Result<Vec<Chart>, String> {
                 y_desc: "resident memory per idle connection (KiB)",
                 log_x: false,
                 log_y: false,
+                legend: SeriesLabelPosition::UpperRight,
             },
             memory_per_connection(run),
         ),
@@ -115,6 +121,7 @@ pub fn draw_all(run: &Run, dir: &Path) -> Result<Vec<Chart>, String> {
                 y_desc: "requests per second (2xx)",
                 log_x: true,
                 log_y: false,
+                legend: SeriesLabelPosition::UpperRight,
             },
             run.series("active", |p| p.rps()),
         ),
@@ -127,6 +134,7 @@ pub fn draw_all(run: &Run, dir: &Path) -> Result<Vec<Chart>, String> {
                 y_desc: "nanoseconds per call (log scale)",
                 log_x: true,
                 log_y: true,
+                legend: SeriesLabelPosition::UpperLeft,
             },
             run.series("wait-cost", |p| p.ns_per_wait),
         ),
@@ -135,7 +143,7 @@ pub fn draw_all(run: &Run, dir: &Path) -> Result<Vec<Chart>, String> {
         if series.is_empty() {
             continue;
         }
-        let notes = notes(run, spec.experiment, &series);
+        let notes = notes(&series);
         let path = dir.join(spec.file);
         line_chart(&path, &spec, &series, &notes)
             .map_err(|e| format!("cannot draw {}: {e}", path.display()))?;
@@ -176,7 +184,7 @@ pub fn draw_all(run: &Run, dir: &Path) -> Result<Vec<Chart>, String> {
                 format!("connections, each asking {path}")
             }
         };
-        let notes = notes(run, experiment, &series);
+        let notes = notes(&series);
         let path = dir.join(file);
         bar_chart(&path, title, &group, y_desc, &series, &notes)
             .map_err(|e| format!("cannot draw {}: {e}", path.display()))?;
@@ -214,7 +222,7 @@ pub fn memory_per_connection(run: &Run) -> Vec<Series> {
 }
 
 /// The lines under a chart: its limits, and where the load generator was the limit.
-pub fn notes(run: &Run, experiment: &str, series: &[Series]) -> Vec<String> {
+pub fn notes(series: &[Series]) -> Vec<String> {
     let mut notes = Vec::new();
     for s in series {
         if let Some((x, why)) = s.limits.first() {
@@ -222,16 +230,23 @@ pub fn notes(run: &Run, experiment: &str, series: &[Series]) -> Vec<String> {
             notes.push(format!("× {}: limit from {x} ({why})", s.name));
         }
     }
-    let saturated = run.saturated(experiment);
+    let saturated: Vec<String> = series
+        .iter()
+        .filter(|s| s.values.iter().any(|v| v.2))
+        .map(|s| {
+            let xs: Vec<String> = s
+                .values
+                .iter()
+                .filter(|v| v.2)
+                .map(|v| short_number(v.0))
+                .collect();
+            format!("{} at {}", s.name, xs.join(", "))
+        })
+        .collect();
     if !saturated.is_empty() {
-        let mut who: Vec<String> = saturated
-            .iter()
-            .map(|p| format!("{} at {}", p.series_name(), p.x()))
-            .collect();
-        who.dedup();
         notes.push(format!(
-            "○ hollow: the load generator was saturated, so the figure is a floor ({})",
-            who.join(", ")
+            "○ hollow: load generator saturated, the figure is a floor: {}",
+            saturated.join("; ")
         ));
     }
     notes
@@ -244,9 +259,12 @@ fn line_chart(path: &Path, spec: &Spec, series: &[Series], notes: &[String]) -> 
     root.fill(&WHITE).map_err(|e| e.to_string())?;
     let (upper, lower) = root.split_vertically(PLOT_HEIGHT);
 
-    let xs = series
-        .iter()
-        .flat_map(|s| s.values.iter().map(|v| v.0).chain(s.limits.iter().map(|l| l.0)));
+    let xs = series.iter().flat_map(|s| {
+        s.values
+            .iter()
+            .map(|v| v.0)
+            .chain(s.limits.iter().map(|l| l.0))
+    });
     let (x_lo, x_hi) = bounds(xs, spec.log_x);
     let ys = series.iter().flat_map(|s| s.values.iter().map(|v| v.1));
     let (y_lo, y_hi) = bounds(ys, spec.log_y);
@@ -271,7 +289,9 @@ fn line_chart(path: &Path, spec: &Spec, series: &[Series], notes: &[String]) -> 
 
 /// The range an axis needs for `values` (positive only on a log axis).
 fn bounds(values: impl Iterator<Item = f64>, log: bool) -> (f64, f64) {
-    let v: Vec<f64> = values.filter(|v| v.is_finite() && (!log || *v > 0.0)).collect();
+    let v: Vec<f64> = values
+        .filter(|v| v.is_finite() && (!log || *v > 0.0))
+        .collect();
     let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
     let hi = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
     if !lo.is_finite() {
@@ -346,7 +366,7 @@ where
     }
     chart
         .configure_series_labels()
-        .position(SeriesLabelPosition::UpperRight)
+        .position(spec.legend.clone())
         .background_style(WHITE.mix(0.85))
         .border_style(BLACK.mix(0.4))
         .label_font((FONT, 14))
@@ -369,7 +389,12 @@ fn bar_chart(
     let (upper, lower) = root.split_vertically(PLOT_HEIGHT);
     let mut groups: Vec<f64> = series
         .iter()
-        .flat_map(|s| s.values.iter().map(|v| v.0).chain(s.limits.iter().map(|l| l.0)))
+        .flat_map(|s| {
+            s.values
+                .iter()
+                .map(|v| v.0)
+                .chain(s.limits.iter().map(|l| l.0))
+        })
         .collect();
     groups.sort_by(f64::total_cmp);
     groups.dedup();
@@ -428,9 +453,11 @@ fn bar_chart(
             .label(s.name.clone())
             .legend(move |(x, y)| Rectangle::new([(x, y - 6), (x + 16, y + 6)], c.filled()));
         chart
-            .draw_series(s.limits.iter().map(|(x, _)| {
-                Cross::new((left(*x) + width * 0.45, 0.0), 7, c.stroke_width(3))
-            }))
+            .draw_series(
+                s.limits
+                    .iter()
+                    .map(|(x, _)| Cross::new((left(*x) + width * 0.45, 0.0), 7, c.stroke_width(3))),
+            )
             .map_err(|e| err(&e))?;
     }
     chart

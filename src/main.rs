@@ -65,6 +65,21 @@ struct BenchArgs {
     /// The run folder [default: results/runs/<UTC time>].
     #[arg(long)]
     out: Option<PathBuf>,
+    /// Instead of the profile's: idle connections of the idle experiment, e.g. 0,20000.
+    #[arg(long, value_delimiter = ',')]
+    idle_points: Option<Vec<usize>>,
+    /// Instead of the profile's: connections of the active experiment.
+    #[arg(long, value_delimiter = ',')]
+    active_points: Option<Vec<usize>>,
+    /// Instead of the profile's: the measured window of every point, e.g. 10s.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    window: Option<Duration>,
+    /// Instead of the profile's: the warm-up before every window.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    warmup: Option<Duration>,
+    /// Instead of the profile's: how many times each point is measured.
+    #[arg(long)]
+    repeats: Option<u32>,
 }
 
 #[derive(clap::Args)]
@@ -239,6 +254,13 @@ fn run_bench(args: BenchArgs) -> Result<(), String> {
     let options = bench::Options {
         exe,
         profile: args.profile,
+        overrides: bench::Overrides {
+            idle: args.idle_points,
+            active: args.active_points,
+            warmup: args.warmup,
+            window: args.window,
+            repeats: args.repeats,
+        },
         experiments: all(args.experiments, EXPERIMENTS.to_vec()),
         models: all(args.models, MODELS.iter().map(|m| m.name).collect()),
         peers: args.peers,

@@ -30,7 +30,10 @@ pub fn markdown(run: &Run, drawn: &[Chart]) -> String {
     let rows = [
         ("CPU", format!("{} ({} usable)", m.cpu_model, m.cores)),
         ("kernel", m.kernel.clone()),
-        ("memory", format!("{:.1} GiB", m.memory_kb as f64 / 1024.0 / 1024.0)),
+        (
+            "memory",
+            format!("{:.1} GiB", m.memory_kb as f64 / 1024.0 / 1024.0),
+        ),
         (
             "descriptors",
             format!("RLIMIT_NOFILE {} soft, {} hard", m.fd_limit.0, m.fd_limit.1),
@@ -77,7 +80,10 @@ pub fn markdown(run: &Run, drawn: &[Chart]) -> String {
     md.push('\n');
 
     for experiment in ["idle", "active", "churn", "blocking", "wait-cost"] {
-        let charts: Vec<&Chart> = drawn.iter().filter(|c| c.experiment == experiment).collect();
+        let charts: Vec<&Chart> = drawn
+            .iter()
+            .filter(|c| c.experiment == experiment)
+            .collect();
         if charts.is_empty() {
             continue;
         }
@@ -118,6 +124,7 @@ fn heading(experiment: &str, run: &Run) -> String {
 fn table_value(experiment: &str) -> (&'static str, fn(&crate::results::Point) -> Option<f64>) {
     match experiment {
         "wait-cost" => ("ns per wait", |p| p.ns_per_wait),
+        "churn" => ("connections per second (one request each)", |p| p.rps()),
         _ => ("requests per second (2xx)", |p| p.rps()),
     }
 }
@@ -128,7 +135,12 @@ fn grid(run: &Run, experiment: &str) -> (Vec<f64>, Vec<(String, Vec<String>)>) {
     let series = run.series(experiment, y);
     let mut xs: Vec<f64> = series
         .iter()
-        .flat_map(|s| s.values.iter().map(|v| v.0).chain(s.limits.iter().map(|l| l.0)))
+        .flat_map(|s| {
+            s.values
+                .iter()
+                .map(|v| v.0)
+                .chain(s.limits.iter().map(|l| l.0))
+        })
         .collect();
     xs.sort_by(f64::total_cmp);
     xs.dedup();
@@ -206,7 +218,9 @@ fn counters_md(run: &Run) -> String {
     );
     let cpu = run.series("idle", |p| p.cpu_us_per_request());
     let threads = run.series("idle", |p| p.server.as_ref().map(|s| s.threads as f64));
-    let rss = run.series("idle", |p| p.server.as_ref().map(|s| s.rss_kb as f64 / 1024.0));
+    let rss = run.series("idle", |p| {
+        p.server.as_ref().map(|s| s.rss_kb as f64 / 1024.0)
+    });
     for s in &cpu {
         let Some(&(x, _, _)) = s.values.last() else {
             continue;
@@ -245,7 +259,9 @@ fn kerrisk_md(run: &Run) -> String {
     );
     for (call, theirs) in KERRISK {
         let ours = series.iter().find(|s| s.name == *call);
-        let base = ours.and_then(|s| s.values.iter().find(|v| v.0 == 10.0)).map(|v| v.1);
+        let base = ours
+            .and_then(|s| s.values.iter().find(|v| v.0 == 10.0))
+            .map(|v| v.1);
         for (i, n) in KERRISK_N.iter().enumerate() {
             let value = ours.and_then(|s| s.values.iter().find(|v| v.0 == *n as f64));
             let limited = ours.is_some_and(|s| s.limits.iter().any(|l| l.0 == *n as f64));
@@ -277,10 +293,9 @@ pub fn sentence(run: &Run, file: &str) -> String {
                 .iter()
                 .filter_map(|s| keep(s).map(|k| (s, k)))
                 .map(|(s, (x, ratio))| {
-                    let limit = s
-                        .limits
-                        .first()
-                        .map_or(String::new(), |l| format!(", and cannot hold {}", thousands(l.0)));
+                    let limit = s.limits.first().map_or(String::new(), |l| {
+                        format!(", and cannot hold {}", thousands(l.0))
+                    });
                     format!(
                         "{} keeps {:.0}% of its 0-idle throughput at {} idle{limit}",
                         s.name,
@@ -302,10 +317,7 @@ pub fn sentence(run: &Run, file: &str) -> String {
                 .filter_map(|s| {
                     let first = s.values.first()?;
                     let last = s.values.last()?;
-                    Some(format!(
-                        "{} {:.2} → {:.2} ms",
-                        s.name, first.1, last.1
-                    ))
+                    Some(format!("{} {:.2} → {:.2} ms", s.name, first.1, last.1))
                 })
                 .collect();
             format!(
@@ -459,7 +471,9 @@ pub fn terminal(run: &Run) -> String {
             c.model, c.connections, c.ours_rps, c.wrk_rps, c.ratio
         );
     }
-    out.push_str("limit: the model could not hold that point; *: load generator saturated (a floor)\n");
+    out.push_str(
+        "limit: the model could not hold that point; *: load generator saturated (a floor)\n",
+    );
     out
 }
 

@@ -259,19 +259,13 @@ impl Run {
                     }
                     let ys: Vec<f64> = points.iter().filter_map(|p| y(p)).collect();
                     if let Some(m) = median(&ys) {
-                        series.values.push((x, m, points.iter().any(|p| p.saturated())));
+                        series
+                            .values
+                            .push((x, m, points.iter().any(|p| p.saturated())));
                     }
                 }
                 series
             })
-            .collect()
-    }
-
-    /// Points of an experiment where the load generator was saturated.
-    pub fn saturated(&self, experiment: &str) -> Vec<&Point> {
-        self.points
-            .iter()
-            .filter(|p| p.experiment == experiment && p.saturated())
             .collect()
     }
 }

@@ -39,6 +39,28 @@ pub struct Shared {
     /// Set by the main thread once every thread is ready: the start, or None to abort.
     pub start: Mutex<Option<Option<Instant>>>,
     pub go: Condvar,
+    /// Set by the main thread once the window's end has been reported to the caller
+    /// (who samples the server then): until then the threads keep their connections
+    /// open, so that the sample does not see our own teardown.
+    pub released: Mutex<bool>,
+    pub release: Condvar,
+}
+
+impl Shared {
+    /// Keep the connections until the main thread has reported the window's end.
+    fn hold_until_released(&self) {
+        let released = self.released.lock().unwrap();
+        let _ = self
+            .release
+            .wait_timeout_while(released, Duration::from_secs(10), |r| !*r)
+            .unwrap();
+    }
+
+    /// Let the threads close their connections and return.
+    pub fn release_threads(&self) {
+        *self.released.lock().unwrap() = true;
+        self.release.notify_all();
+    }
 }
 
 /// One thread's share of the run.
@@ -168,6 +190,7 @@ pub fn run(config: &Config, plan: &Plan, shared: &Shared) -> io::Result<Tally> {
     };
     if let Some(start) = start {
         w.run(start)?;
+        w.shared.hold_until_released();
     }
     Ok(w.tally)
 }
@@ -539,7 +562,10 @@ impl Worker<'_> {
                         self.fail(slot, ErrorClass::BadResponse);
                         return;
                     };
-                    if answer.close {
+                    // Without keep-alive we asked for the close ourselves, whatever the
+                    // answer says (Tornado answers HTTP/1.0 with an HTTP/1.1 head, no
+                    // `Connection: close`, and closes).
+                    if answer.close || !self.config.keep_alive {
                         conn.closing = true;
                     }
                     self.answered(slot, req, answer, now);
@@ -587,14 +613,21 @@ impl Worker<'_> {
         let Some((from, _)) = self.window else {
             return;
         };
-        if !req.measured {
+        // An answer that arrives in the window counts as throughput whenever its request
+        // was sent (a slow one may have left during warm-up, as wrk counts it too); the
+        // accounting of `sent` follows the requests sent in the window.
+        let in_window = now >= from;
+        if !req.measured && !in_window {
             return;
         }
         let second = (now.saturating_duration_since(from).as_secs() as usize)
             .min(self.config.duration.as_secs() as usize);
         let open = self.open_now;
         if (200..300).contains(&answer.status) {
-            self.tally.completed += 1;
+            if req.measured {
+                self.tally.completed += 1;
+            }
+            self.tally.answered_in_window += 1;
             let latency = micros(now - req.intended);
             let _ = self.tally.latency.record(latency);
             let _ = self.tally.service.record(micros(now - req.sent));
@@ -602,7 +635,7 @@ impl Worker<'_> {
             s.completed += 1;
             let _ = s.latency.record(latency);
             s.open = open;
-        } else {
+        } else if req.measured {
             let class = (answer.status / 100) as usize;
             self.tally.statuses[if (1..=5).contains(&class) { class } else { 0 }] += 1;
             self.tally.second(second).open = open;

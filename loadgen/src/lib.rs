@@ -112,6 +112,9 @@ pub fn run(config: &Config, progress: &dyn Progress) -> Result<Report, String> {
             let opens = start + config.warmup;
             let end = opens + config.duration;
             let mut opened = false;
+            // The threads stop at `end` by their own clocks: one may finish just before
+            // this loop sees `end`, so the window is closed after the loop, whichever
+            // way it ends.
             while !handles.iter().any(|h| h.is_finished()) {
                 let now = Instant::now();
                 if !opened && now >= opens {
@@ -119,7 +122,6 @@ pub fn run(config: &Config, progress: &dyn Progress) -> Result<Report, String> {
                     opened = true;
                 }
                 if now >= end {
-                    progress.window_closed();
                     break;
                 }
                 progress.running(
@@ -136,7 +138,11 @@ pub fn run(config: &Config, progress: &dyn Progress) -> Result<Report, String> {
                 };
                 std::thread::sleep(next.saturating_duration_since(Instant::now()));
             }
+            if opened {
+                progress.window_closed();
+            }
         }
+        shared.release_threads();
         let tallies: Vec<_> = handles.into_iter().map(|h| h.join()).collect();
         (tallies, go.then_some(config.duration))
     });

@@ -70,7 +70,7 @@ pub struct Second {
 pub struct Tally {
     /// Requests sent (open loop: scheduled) inside the window.
     pub sent: u64,
-    /// Of those: answered 2xx (the throughput) ...
+    /// Of those: answered 2xx ...
     pub completed: u64,
     /// ... answered with another status, by class: index status / 100 (0: not 1xx-5xx) ...
     pub statuses: [u64; 6],
@@ -83,6 +83,9 @@ pub struct Tally {
     /// closed while idle between open-loop sends).
     pub errors: [u64; 6],
     pub reconnects: u64,
+    /// 2xx answers that arrived inside the window, whenever their request was sent:
+    /// the throughput. Latencies are recorded for these.
+    pub answered_in_window: u64,
     /// From the intended send time (open loop) or the send (closed loop).
     pub latency: Histogram<u64>,
     /// From the actual send: what the server took, queueing in our client excluded.
@@ -109,6 +112,7 @@ impl Default for Tally {
             in_flight_at_end: 0,
             errors: [0; 6],
             reconnects: 0,
+            answered_in_window: 0,
             latency: histogram(),
             service: histogram(),
             connect: histogram(),
@@ -145,6 +149,7 @@ impl Tally {
     pub fn merge(&mut self, other: &Tally) {
         self.sent += other.sent;
         self.completed += other.completed;
+        self.answered_in_window += other.answered_in_window;
         self.failed += other.failed;
         self.in_flight_at_end += other.in_flight_at_end;
         for i in 0..6 {
@@ -239,7 +244,7 @@ pub const SATURATED: f64 = 0.9;
 pub struct Report {
     pub config: Config,
     pub measured_seconds: f64,
-    /// 2xx answers per second over the window.
+    /// 2xx answers that arrived in the window, per second (as wrk counts them).
     pub throughput_rps: f64,
     /// Open loop: requests actually sent per second, beside `config.rate`.
     pub achieved_rate_rps: Option<f64>,
@@ -247,8 +252,12 @@ pub struct Report {
     pub latency_us: Percentiles,
     pub service_latency_us: Percentiles,
     pub connect_latency_us: Percentiles,
+    /// Requests sent in the window ...
     pub sent: u64,
+    /// ... of which answered 2xx in it (the rest: `non_2xx`, `failed`, in flight).
     pub completed: u64,
+    /// 2xx answers that arrived in the window, whenever sent: `throughput_rps` per second.
+    pub answered_in_window: u64,
     /// Answers that were not 2xx, by class ("4xx"): not counted as throughput.
     pub non_2xx: BTreeMap<String, u64>,
     pub failed: u64,
@@ -299,13 +308,14 @@ impl Report {
         Report {
             config: config.clone(),
             measured_seconds: secs,
-            throughput_rps: tally.completed as f64 / secs,
+            throughput_rps: tally.answered_in_window as f64 / secs,
             achieved_rate_rps: config.rate.map(|_| tally.sent as f64 / secs),
             latency_us: Percentiles::of(&tally.latency),
             service_latency_us: Percentiles::of(&tally.service),
             connect_latency_us: Percentiles::of(&tally.connect),
             sent: tally.sent,
             completed: tally.completed,
+            answered_in_window: tally.answered_in_window,
             non_2xx,
             failed: tally.failed,
             in_flight_at_end: tally.in_flight_at_end,
@@ -363,8 +373,8 @@ impl Report {
         );
         let _ = writeln!(
             s,
-            "  throughput   {:>12.0} req/s (2xx)   {} completed",
-            self.throughput_rps, self.completed
+            "  throughput   {:>12.0} req/s (2xx answers in the window)   {} of {} sent in it answered",
+            self.throughput_rps, self.completed, self.sent
         );
         if let Some(achieved) = self.achieved_rate_rps {
             let _ = writeln!(

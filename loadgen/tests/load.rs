@@ -393,3 +393,46 @@ fn keep_alive_off_is_refused_where_it_cannot_work() {
     c.proto = Proto::Echo;
     assert!(c.check().unwrap_err().contains("HTTP"));
 }
+
+/// Throughput counts every answer that arrives in the window, also those whose request
+/// left during warm-up (a slow handler's answers take longer than the warm-up): wrk
+/// counts the same way. The accounting of requests sent in the window still adds up.
+#[test]
+fn answers_to_requests_sent_in_warm_up_count_as_throughput() {
+    let mut c = config(epoll_server(servers::Proto::Http));
+    c.path = "/sleep/50".into();
+    c.connections = 10;
+    c.warmup = Duration::from_millis(400);
+    c.duration = Duration::from_secs(1);
+    let r = run(&c);
+    assert_adds_up(&r);
+    // One loop sleeping 50 ms per request: about 20 answers in the second.
+    assert!(r.answered_in_window >= 15, "{r:#?}");
+    assert!(r.answered_in_window >= r.completed + 5, "{r:#?}");
+    assert_eq!(
+        r.throughput_rps,
+        r.answered_in_window as f64 / r.measured_seconds
+    );
+    assert_eq!(r.latency_us.count, r.answered_in_window);
+}
+
+/// Tornado answers an HTTP/1.0 request with an HTTP/1.1 head and no `Connection: close`,
+/// then closes. We asked for the close ourselves, so that is no error (regression: every
+/// other request failed as reset or closed by server).
+#[test]
+fn without_keep_alive_a_close_after_an_http11_answer_is_expected() {
+    let target = misbehaving(|mut stream, _| {
+        let mut buf = Vec::new();
+        if read_request(&mut stream, &mut buf) {
+            ok(&mut stream); // HTTP/1.1, no Connection header
+        }
+    });
+    let mut c = config(target);
+    c.keep_alive = false;
+    c.connections = 1;
+    c.duration = Duration::from_millis(500);
+    let r = run(&c);
+    assert!(r.completed > 20, "{r:#?}");
+    assert!(r.errors.values().all(|&n| n == 0), "{:?}", r.errors);
+    assert_adds_up(&r);
+}

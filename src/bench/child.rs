@@ -43,7 +43,12 @@ pub struct Server {
 
 impl Server {
     /// `iomodels serve MODEL` on a free port, pinned to `cpus`.
-    pub fn ours(exe: &Path, model: &str, args: &[String], cpus: &[usize]) -> Result<Server, String> {
+    pub fn ours(
+        exe: &Path,
+        model: &str,
+        args: &[String],
+        cpus: &[usize],
+    ) -> Result<Server, String> {
         let mut cmd = Command::new(exe);
         cmd.args(["serve", model, "--port", "0"]).args(args);
         let mut server = Server::spawn(cmd, model, cpus)?;
@@ -69,7 +74,12 @@ impl Server {
 
     /// Any other server (a peer): `cmd` must listen on `addr`, which is polled until it
     /// accepts.
-    pub fn peer(cmd: Command, name: &str, addr: SocketAddr, cpus: &[usize]) -> Result<Server, String> {
+    pub fn peer(
+        cmd: Command,
+        name: &str,
+        addr: SocketAddr,
+        cpus: &[usize],
+    ) -> Result<Server, String> {
         let mut server = Server::spawn(cmd, name, cpus)?;
         server.addr = addr;
         let deadline = Instant::now() + PATIENCE;
@@ -224,7 +234,6 @@ impl Drop for Server {
         }
     }
 }
-
 
 /// A free port on 127.0.0.1 for a peer to listen on (the kernel's pick; the port is
 /// free again when this returns, and peers bind it with SO_REUSEADDR at once).

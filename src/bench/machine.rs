@@ -92,7 +92,10 @@ pub fn describe(cores: usize, pinning: Pinning) -> Machine {
 /// The commit the binary is run from, `-dirty` when the work tree has changes; None
 /// outside a git checkout.
 pub fn git_commit() -> Option<String> {
-    let out = Command::new("git").args(["rev-parse", "HEAD"]).output().ok()?;
+    let out = Command::new("git")
+        .args(["rev-parse", "HEAD"])
+        .output()
+        .ok()?;
     if !out.status.success() {
         return None;
     }

@@ -95,10 +95,37 @@ pub struct Options {
     /// The `iomodels` binary that serves (this one, normally).
     pub exe: PathBuf,
     pub profile: Profile,
+    /// Changes to the profile's plan, from the command line.
+    pub overrides: Overrides,
     pub experiments: Vec<String>,
     pub models: Vec<String>,
     pub peers: Vec<String>,
     pub out: PathBuf,
+}
+
+/// What the command line may change in a profile.
+#[derive(Clone, Debug, Default)]
+pub struct Overrides {
+    pub idle: Option<Vec<usize>>,
+    pub active: Option<Vec<usize>>,
+    pub warmup: Option<Duration>,
+    pub window: Option<Duration>,
+    pub repeats: Option<u32>,
+}
+
+impl Overrides {
+    fn apply(&self, mut plan: Plan) -> Plan {
+        if let Some(idle) = &self.idle {
+            plan.idle = idle.clone();
+        }
+        if let Some(active) = &self.active {
+            plan.active = active.clone();
+        }
+        plan.warmup = self.warmup.unwrap_or(plan.warmup);
+        plan.window = self.window.unwrap_or(plan.window);
+        plan.repeats = self.repeats.unwrap_or(plan.repeats).max(1);
+        plan
+    }
 }
 
 /// One measurement to make.
@@ -185,7 +212,7 @@ pub fn run(options: &Options) -> Result<Run, String> {
     }
     servers::raise_fd_limit().map_err(|e| format!("cannot raise the descriptor limit: {e}"))?;
 
-    let plan = options.profile.plan();
+    let plan = options.overrides.apply(options.profile.plan());
     let load_threads = pinning.load_cpus.len().max(1);
     let mut notes = Vec::new();
     let mut peers = Vec::new();
@@ -281,7 +308,10 @@ fn jobs(plan: &Plan, options: &Options, peers: &[String]) -> Vec<Job> {
             _ => plan.wait_fds.clone(),
         };
         let mut who: Vec<(String, bool)> = if experiment == "wait-cost" {
-            wait_cost::CALLS.iter().map(|c| (c.to_string(), false)).collect()
+            wait_cost::CALLS
+                .iter()
+                .map(|c| (c.to_string(), false))
+                .collect()
         } else {
             options.models.iter().map(|m| (m.clone(), false)).collect()
         };
@@ -404,7 +434,12 @@ fn held_everything(
         .map_or(0, |c| c.refused);
     let unavailable = report.non_2xx.get("5xx").copied().unwrap_or(0);
     let idle = &report.idle;
-    let why = if idle.verified < idle.requested || idle.closed_by_server > 0 {
+    let why = if report.answered_in_window == 0 {
+        format!(
+            "answered nothing in the window ({} requests still in flight at its end, {} failed)",
+            report.in_flight_at_end, report.failed
+        )
+    } else if idle.verified < idle.requested || idle.closed_by_server > 0 {
         format!(
             "held {} of {} idle connections ({} closed by the server)",
             idle.verified.saturating_sub(idle.closed_by_server),
@@ -461,13 +496,16 @@ fn metrics(
     }
 }
 
+/// The server at one edge of the window: its counters (ours only) and /proc.
+type Edge = (Option<Snapshot>, ProcSample);
+
 /// The load generator's progress, shown on the bar; at the window's edges the server
 /// is sampled.
 struct Window<'a> {
     bar: &'a ProgressBar,
     job: String,
     server: &'a Server,
-    edges: Mutex<[Option<(Option<Snapshot>, ProcSample)>; 2]>,
+    edges: Mutex<[Option<Edge>; 2]>,
 }
 
 impl Window<'_> {

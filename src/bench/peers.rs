@@ -16,11 +16,11 @@ pub fn missing(peer: &str) -> Option<String> {
             "nginx is not installed, so it is left out: `apt-get install nginx-light`".into()
         }),
         "tornado" => (!runs("python3", &["-c", "import tornado"])).then(|| {
-            "Tornado is not installed for python3, so it is left out: `pip install tornado`"
-                .into()
+            "Tornado is not installed for python3, so it is left out: `pip install tornado`".into()
         }),
-        "wrk" => (!runs("wrk", &["--version"]))
-            .then(|| "wrk is not installed, so there is no cross-check: `apt-get install wrk`".into()),
+        "wrk" => (!runs("wrk", &["--version"])).then(|| {
+            "wrk is not installed, so there is no cross-check: `apt-get install wrk`".into()
+        }),
         other => Some(format!(
             "no peer named {other:?} (peers: {})",
             PEERS.join(", ")
@@ -79,7 +79,11 @@ http {{
     let path = prefix.join("nginx.conf");
     std::fs::write(&path, conf).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
     let mut cmd = Command::new("nginx");
-    cmd.arg("-p").arg(&prefix).arg("-c").arg(&path).args(["-e", "stderr"]);
+    cmd.arg("-p")
+        .arg(&prefix)
+        .arg("-c")
+        .arg(&path)
+        .args(["-e", "stderr"]);
     Ok(cmd)
 }
 

@@ -6,9 +6,9 @@
 //! The N descriptors are both ends of N/2 Unix socket pairs, all watched for input;
 //! one byte sits unread in one of them, so exactly one is ready on every call.
 
+use std::io::Write;
 use std::os::fd::AsFd;
 use std::os::unix::net::UnixStream;
-use std::io::Write;
 use std::time::{Duration, Instant};
 
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
@@ -61,7 +61,9 @@ pub fn measure(call: &str, fds: usize, budget: Duration) -> Result<Measured, Str
                 .iter()
                 .map(|s| PollFd::new(s.as_fd(), PollFlags::POLLIN))
                 .collect();
-            time(budget, || poll(&mut set, PollTimeout::NONE).map(|n| n as usize))
+            time(budget, || {
+                poll(&mut set, PollTimeout::NONE).map(|n| n as usize)
+            })
         }
         "epoll" => {
             let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).map_err(|e| e.to_string())?;

@@ -1,0 +1,268 @@
+//! The suite's files: run.json read back unchanged, charts and REPORT.md drawn from a
+//! small fixed run, limits and saturation marked as such; and one short real run of
+//! `iomodels bench` end to end.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use iomodels::results::{Run, SCHEMA_VERSION};
+
+/// tests/fixtures/run: a small run (select and epoll-et beside 0 and 1,100 idle
+/// connections, two repeats, wait-cost, blocking, churn), cut down from a real one.
+fn fixture() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/run")
+}
+
+/// A fresh folder under the target dir holding a copy of the fixture's run.json.
+fn scratch(name: &str, with_fixture: bool) -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    if with_fixture {
+        std::fs::copy(fixture().join("run.json"), dir.join("run.json")).unwrap();
+    }
+    dir
+}
+
+#[test]
+fn run_json_reads_back_unchanged() {
+    let run = Run::load(&fixture()).unwrap();
+    assert_eq!(run.schema_version, SCHEMA_VERSION);
+    assert!(run.points.len() >= 10, "the fixture has its points");
+    let dir = scratch("round-trip", false);
+    run.save(&dir).unwrap();
+    let again = Run::load(&dir).unwrap();
+    assert_eq!(again, run);
+    // Nothing in the file is dropped on the way: the JSON values agree field by field.
+    let read = |p: &Path| -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(p.join("run.json")).unwrap()).unwrap()
+    };
+    assert_eq!(read(&dir), read(&fixture()));
+}
+
+#[test]
+fn another_schema_version_is_refused_with_both_versions_named() {
+    let dir = scratch("old-schema", true);
+    let text = std::fs::read_to_string(dir.join("run.json")).unwrap();
+    let old = text.replacen(
+        &format!("\"schema_version\": {SCHEMA_VERSION}"),
+        "\"schema_version\": 999",
+        1,
+    );
+    assert_ne!(old, text);
+    std::fs::write(dir.join("run.json"), old).unwrap();
+    let e = Run::load(&dir).unwrap_err();
+    assert!(
+        e.contains("999") && e.contains(&SCHEMA_VERSION.to_string()),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_limit_is_a_limit_never_a_zero_and_saturation_is_flagged() {
+    let run = Run::load(&fixture()).unwrap();
+    let series = run.series("idle", |p| p.rps());
+    let select = series.iter().find(|s| s.name == "select").unwrap();
+    assert_eq!(select.limits.len(), 1, "{select:?}");
+    assert_eq!(select.limits[0].0, 1100.0);
+    assert!(
+        select.limits[0].1.contains("FD_SETSIZE"),
+        "{:?}",
+        select.limits
+    );
+    assert!(
+        select.values.iter().all(|v| v.0 != 1100.0),
+        "the limit has no value drawn: {select:?}"
+    );
+    let epoll = series.iter().find(|s| s.name == "epoll-et").unwrap();
+    assert!(epoll.limits.is_empty());
+    assert_eq!(epoll.values.len(), 2);
+    // The fixture's epoll-et at 0 idle was saturated in one of its two repeats.
+    assert!(epoll.values[0].2, "{epoll:?}");
+    assert!(!epoll.values[1].2, "{epoll:?}");
+
+    let wait = run.series("wait-cost", |p| p.ns_per_wait);
+    let select = wait.iter().find(|s| s.name == "select").unwrap();
+    assert!(select.limits.iter().any(|l| l.0 == 10_000.0));
+}
+
+#[test]
+fn the_median_of_repeats_is_what_is_shown() {
+    let run = Run::load(&fixture()).unwrap();
+    let at = |model: &str, idle: usize| -> Vec<f64> {
+        run.points
+            .iter()
+            .filter(|p| p.experiment == "idle" && p.model == model && p.idle == Some(idle))
+            .filter_map(|p| p.rps())
+            .collect()
+    };
+    let repeats = at("epoll-et", 1100);
+    assert_eq!(repeats.len(), 2, "two repeats in the fixture");
+    let series = run.series("idle", |p| p.rps());
+    let epoll = series.iter().find(|s| s.name == "epoll-et").unwrap();
+    let shown = epoll.values.iter().find(|v| v.0 == 1100.0).unwrap().1;
+    assert_eq!(shown, (repeats[0] + repeats[1]) / 2.0);
+}
+
+#[test]
+fn charts_and_report_are_drawn_from_a_fixed_run() {
+    let dir = scratch("plot", true);
+    let (run, drawn) = iomodels::plot(&dir).unwrap();
+    let files: Vec<&str> = drawn.iter().map(|c| c.file.as_str()).collect();
+    for file in [
+        "idle-throughput.svg",
+        "idle-p99.svg",
+        "idle-cpu-per-request.svg",
+        "memory-per-connection.svg",
+        "wait-cost.svg",
+        "blocking.svg",
+        "churn.svg",
+    ] {
+        assert!(files.contains(&file), "{file} not drawn: {files:?}");
+        let svg = std::fs::read_to_string(dir.join(file)).unwrap();
+        assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
+        // One legend entry per model (wait-cost compares the calls themselves).
+        let model = if file == "wait-cost.svg" {
+            ">\nepoll\n<"
+        } else {
+            "epoll-et"
+        };
+        assert!(svg.contains(model), "{file} has no {model} line");
+    }
+    let idle = std::fs::read_to_string(dir.join("idle-throughput.svg")).unwrap();
+    assert!(
+        idle.contains("× select: limit from 1100"),
+        "the limit is noted"
+    );
+    assert!(idle.contains("saturated"), "the saturated point is noted");
+    assert!(idle.contains("idle connections") && idle.contains("requests per second"));
+
+    let report = std::fs::read_to_string(dir.join("REPORT.md")).unwrap();
+    for chart in &drawn {
+        assert!(
+            report.contains(&format!("]({})", chart.file)),
+            "{} not in the report",
+            chart.file
+        );
+    }
+    assert!(report.contains(&run.machine.cpu_model));
+    assert!(report.contains("| select |") && report.contains("limit"));
+    assert!(report.contains("Kerrisk"));
+    assert!(report.contains('*'), "saturated figures are starred");
+    // The sentence under the headline chart is computed from the run.
+    assert!(report.contains("epoll-et keeps"), "{report}");
+}
+
+#[test]
+fn plot_says_why_when_there_is_no_run() {
+    let dir = scratch("empty", false);
+    let out = Command::new(env!("CARGO_BIN_EXE_iomodels"))
+        .arg("plot")
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("run.json") && err.contains("cannot read"),
+        "{err}"
+    );
+}
+
+#[test]
+fn bench_refuses_a_typo_with_the_choices() {
+    let out = Command::new(env!("CARGO_BIN_EXE_iomodels"))
+        .args(["bench", "--models", "epol"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("epoll-et"), "{err}");
+}
+
+/// A short real run: two models, idle 0 and 1,100 (past select's FD_SETSIZE), the
+/// blocking experiment; everything written, the limit recorded with select's own words,
+/// the counters taken over the window.
+#[test]
+fn bench_runs_end_to_end_and_records_a_real_limit() {
+    let dir = scratch("bench", false).join("run");
+    let out = Command::new(env!("CARGO_BIN_EXE_iomodels"))
+        .args([
+            "bench",
+            "--experiments",
+            "idle,blocking",
+            "--models",
+            "select,epoll-et",
+            "--idle-points",
+            "0,1100",
+            "--warmup",
+            "100ms",
+            "--window",
+            "500ms",
+            "--out",
+        ])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "bench failed: {err}");
+    let run = Run::load(&dir).unwrap();
+    assert_eq!(run.profile, "quick");
+    assert!(run.machine.cores >= 1 && run.machine.memory_kb > 0);
+    assert_eq!(run.points.len(), 2 * 2 + 2, "{:#?}", run.points);
+
+    let point = |model: &str, idle: usize| {
+        run.points
+            .iter()
+            .find(|p| p.experiment == "idle" && p.model == model && p.idle == Some(idle))
+            .unwrap()
+    };
+    let select = point("select", 1100);
+    let why = select.limit.as_deref().expect("select cannot hold 1,100");
+    assert!(why.contains("FD_SETSIZE"), "{why}");
+
+    let epoll = point("epoll-et", 1100);
+    assert_eq!(epoll.limit, None);
+    let load = epoll.load.as_ref().unwrap();
+    assert_eq!(load.idle.verified, 1100);
+    assert!(load.completed > 0);
+    let server = epoll.server.as_ref().unwrap();
+    let counters = server.counters.as_ref().unwrap();
+    assert!(counters.wait_calls > 0 && counters.requests > 0);
+    assert!(counters.open >= 1100, "{counters:?}");
+    // The server's count over the window and ours agree to within the edges.
+    let diff = counters.requests.abs_diff(load.completed);
+    assert!(
+        diff * 10 <= load.completed,
+        "server {} vs loadgen {}",
+        counters.requests,
+        load.completed
+    );
+    assert!(server.rss_kb > 0 && server.threads >= 1);
+
+    let blocking: Vec<_> = run
+        .points
+        .iter()
+        .filter(|p| p.experiment == "blocking")
+        .collect();
+    assert!(blocking
+        .iter()
+        .all(|p| p.path.as_deref() == Some("/sleep/100")));
+
+    for file in ["REPORT.md", "idle-throughput.svg", "blocking.svg"] {
+        assert!(dir.join(file).exists(), "{file} missing");
+    }
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("limit") && stdout.contains("epoll-et"),
+        "{stdout}"
+    );
+    // A second run into the same folder is refused rather than mixed in.
+    let again = Command::new(env!("CARGO_BIN_EXE_iomodels"))
+        .args(["bench", "--experiments", "wait-cost", "--out"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already holds a run"));
+}
