@@ -245,7 +245,7 @@ pub fn notes(series: &[Series]) -> Vec<String> {
         .collect();
     if !saturated.is_empty() {
         notes.push(format!(
-            "○ hollow: load generator saturated, the figure is a floor: {}",
+            "○ hollow dot or pale bar: load generator saturated, the figure is a floor: {}",
             saturated.join("; ")
         ));
     }
@@ -402,7 +402,7 @@ fn bar_chart(
         .iter()
         .flat_map(|s| s.values.iter().map(|v| v.1))
         .fold(1.0, f64::max)
-        * 1.15;
+        * 1.6; // headroom: the legend sits above the bars
     let n = groups.len() as f64;
     let labels = groups.clone();
     let mut chart = ChartBuilder::on(&upper)
@@ -443,7 +443,7 @@ fn bar_chart(
         chart
             .draw_series(s.values.iter().map(|&(x, y, saturated)| {
                 let style = if saturated {
-                    c.stroke_width(2)
+                    c.mix(0.35).filled()
                 } else {
                     c.filled()
                 };

@@ -434,12 +434,7 @@ fn held_everything(
         .map_or(0, |c| c.refused);
     let unavailable = report.non_2xx.get("5xx").copied().unwrap_or(0);
     let idle = &report.idle;
-    let why = if report.answered_in_window == 0 {
-        format!(
-            "answered nothing in the window ({} requests still in flight at its end, {} failed)",
-            report.in_flight_at_end, report.failed
-        )
-    } else if idle.verified < idle.requested || idle.closed_by_server > 0 {
+    let why = if idle.verified < idle.requested || idle.closed_by_server > 0 {
         format!(
             "held {} of {} idle connections ({} closed by the server)",
             idle.verified.saturating_sub(idle.closed_by_server),
@@ -448,6 +443,14 @@ fn held_everything(
         )
     } else if refused > 0 || unavailable > 0 {
         format!("refused {refused} connections and answered {unavailable} requests with 5xx")
+    } else if report.answered_in_window == 0 {
+        format!(
+            "answered nothing in the window ({} requests still in flight at its end, {} \
+             failed, {} answered with another status)",
+            report.in_flight_at_end,
+            report.failed,
+            report.non_2xx.values().sum::<u64>()
+        )
     } else {
         return None;
     };
