@@ -22,9 +22,14 @@ pub struct Chart {
     pub experiment: String,
 }
 
-/// The colour of a model (or peer, or wait call) in every chart.
+/// The colour of a model (or peer, or wait call) in every chart; the reactor with its
+/// work on the loop (`--executor 0`) is a darker shade of the reactor.
 pub fn colour(name: &str) -> RGBColor {
     let model = name.split_whitespace().next().unwrap_or(name);
+    if name.ends_with("--executor 0") {
+        let RGBColor(r, g, b) = colour(model);
+        return RGBColor(r / 2, g / 2, b / 2);
+    }
     match model {
         "blocking" => RGBColor(214, 39, 40),
         "busy-poll" => RGBColor(140, 86, 75),

@@ -156,6 +156,13 @@ struct ServeArgs {
     /// 10,000 threads fit).
     #[arg(long, default_value_t = Config::default().stack_size)]
     stack_size: usize,
+    /// `reactor` only: executor threads for blocking work; 0 runs it on the loop
+    /// [default: min(32, CPUs + 4), as Python's ThreadPoolExecutor].
+    #[arg(long)]
+    executor: Option<usize>,
+    /// `thread-pool`: workers [default: 16]; `epoll-mt`: loops [default: one per CPU].
+    #[arg(long)]
+    threads: Option<usize>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -194,11 +201,14 @@ fn serve(args: ServeArgs) -> Result<(), String> {
         },
         backlog: args.backlog,
         stack_size: args.stack_size,
+        executor: args.executor.unwrap_or_else(servers::default_executor),
+        threads: args.threads,
     };
+    (model.available)().map_err(|e| format!("{} cannot run here: {e}", model.name))?;
     let limit = servers::raise_fd_limit()
         .map_err(|e| format!("cannot read or raise the descriptor limit: {e}"))?;
     let addr = SocketAddr::new(args.bind, args.port);
-    let listener = servers::listen(addr, config.backlog)
+    let listener = servers::listen(addr, config.backlog, model.reuse_port)
         .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
     let local = listener.local_addr().map_err(|e| e.to_string())?;
     eprintln!(

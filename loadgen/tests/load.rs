@@ -17,7 +17,7 @@ fn epoll_server(proto: servers::Proto) -> SocketAddr {
 }
 
 fn epoll_server_with_counters(proto: servers::Proto) -> (SocketAddr, Arc<Server>) {
-    let listener = servers::listen("127.0.0.1:0".parse().unwrap(), 1024).unwrap();
+    let listener = servers::listen("127.0.0.1:0".parse().unwrap(), 1024, false).unwrap();
     let addr = listener.local_addr().unwrap();
     let server = Arc::new(Server::new(servers::Config {
         proto,

@@ -10,6 +10,7 @@ use std::fs::File;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, FromRawFd, RawFd};
+use std::sync::RwLock;
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
@@ -43,6 +44,17 @@ pub enum Io {
     Closed,
 }
 
+/// Blocking work the handler asked for, when the model runs it elsewhere
+/// ([`Conn::offload`]): the answer is held back until it is done.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Pending {
+    None,
+    /// Asked for, not yet handed to the model.
+    Due(Work),
+    /// The model is running it (on an executor thread).
+    Running,
+}
+
 /// What a connection wants its model to wait for.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Interest {
@@ -68,6 +80,10 @@ pub struct Conn {
     /// What the waiting mechanism was last told to watch; epoll uses it to skip an
     /// epoll_ctl when nothing changed.
     pub registered: Interest,
+    /// True: blocking work is handed back to the model ([`Conn::start_work`]) instead of
+    /// running on the calling thread (the reactor's executor).
+    pub offload: bool,
+    work: Pending,
 }
 
 impl Conn {
@@ -82,6 +98,8 @@ impl Conn {
             closing: false,
             failed: false,
             registered: Interest::default(),
+            offload: false,
+            work: Pending::None,
         }
     }
 
@@ -89,14 +107,17 @@ impl Conn {
         self.stream.as_raw_fd()
     }
 
-    /// Reading is wanted until EOF or close, and while there is room for the input.
+    /// Reading is wanted until EOF or close, while there is room for the input, and not
+    /// while blocking work is pending.
     pub fn wants_read(&self) -> bool {
-        !(self.eof || self.closing || self.failed) && self.input.len() < INPUT_LIMIT
+        !(self.eof || self.closing || self.failed)
+            && self.input.len() < INPUT_LIMIT
+            && self.work == Pending::None
     }
 
-    /// Writing is wanted while output is pending.
+    /// Writing is wanted while output is pending (and no blocking work holds it back).
     pub fn wants_write(&self) -> bool {
-        !self.failed && self.sent < self.output.len()
+        !self.failed && self.sent < self.output.len() && self.work == Pending::None
     }
 
     pub fn interest(&self) -> Interest {
@@ -108,7 +129,34 @@ impl Conn {
 
     /// Nothing more will happen on this connection: close it.
     pub fn is_done(&self) -> bool {
-        self.failed || ((self.eof || self.closing) && !self.wants_write())
+        self.failed
+            || ((self.eof || self.closing) && !self.wants_write() && self.work == Pending::None)
+    }
+
+    /// Bytes received and not yet consumed: a partial request (or input held back).
+    pub fn buffered(&self) -> usize {
+        self.input.len()
+    }
+
+    /// With [`Conn::offload`]: the blocking work the handler asked for, once. The
+    /// connection waits (no reading, its answer held) until [`Conn::finish_work`].
+    pub fn start_work(&mut self) -> Option<Work> {
+        match self.work {
+            Pending::Due(work) => {
+                self.work = Pending::Running;
+                Some(work)
+            }
+            _ => None,
+        }
+    }
+
+    /// The work handed out by [`Conn::start_work`] is done: the answer may go, and the
+    /// handler goes on with any input behind it.
+    pub fn finish_work(&mut self, stats: &Stats) {
+        if self.work == Pending::Running {
+            self.work = Pending::None;
+            self.process(stats);
+        }
     }
 
     /// One read(2), then let the handler answer what arrived.
@@ -129,8 +177,7 @@ impl Conn {
                 Io::Closed
             }
             Ok(n) => {
-                Stats::add(&stats.bytes_in, n as u64);
-                self.process(stats);
+                self.took_input(n, stats);
                 Io::Progress
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
@@ -152,13 +199,7 @@ impl Conn {
         // closed peer is an EPIPE error here, not the death of the process.
         match (&self.stream).write(&self.output[self.sent..]) {
             Ok(n) => {
-                Stats::add(&stats.bytes_out, n as u64);
-                self.sent += n;
-                if self.sent == self.output.len() {
-                    self.output.clear();
-                    self.sent = 0;
-                    self.process(stats);
-                }
+                self.took_output(n, stats);
                 Io::Progress
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => Io::WouldBlock,
@@ -170,6 +211,54 @@ impl Conn {
         }
     }
 
+    // For models where the kernel does the read or the write and reports it done
+    // (io_uring): the same bookkeeping as `read` and `write`, without the syscall.
+
+    /// Room for input: how much one receive may bring.
+    pub fn room(&self) -> usize {
+        INPUT_LIMIT - self.input.len()
+    }
+
+    /// `data` arrived (empty: the peer sent EOF); let the handler answer it.
+    pub fn received(&mut self, data: &[u8], stats: &Stats) {
+        if data.is_empty() {
+            self.eof = true;
+            return;
+        }
+        self.input.extend_from_slice(data);
+        self.took_input(data.len(), stats);
+    }
+
+    /// The output not yet sent.
+    pub fn unsent(&self) -> &[u8] {
+        &self.output[self.sent..]
+    }
+
+    /// `n` bytes of [`Conn::unsent`] went out.
+    pub fn sent(&mut self, n: usize, stats: &Stats) {
+        self.took_output(n, stats);
+    }
+
+    /// A receive or send failed (reset, broken pipe): close now.
+    pub fn broke(&mut self) {
+        self.failed = true;
+    }
+
+    fn took_input(&mut self, n: usize, stats: &Stats) {
+        Stats::add(&stats.bytes_in, n as u64);
+        self.process(stats);
+    }
+
+    fn took_output(&mut self, n: usize, stats: &Stats) {
+        Stats::add(&stats.bytes_out, n as u64);
+        self.sent += n;
+        if self.sent == self.output.len() {
+            self.output.clear();
+            self.sent = 0;
+            self.process(stats);
+        }
+    }
+
     /// Feed the input to the handler until it needs more input or more output room.
     fn process(&mut self, stats: &Stats) {
         loop {
@@ -177,6 +266,10 @@ impl Conn {
             self.input.drain(..progress.consumed);
             Stats::add(&stats.requests, progress.requests);
             match progress.step {
+                Step::Work(work) if self.offload => {
+                    self.work = Pending::Due(work);
+                    break;
+                }
                 Step::Work(work) => run_work(work),
                 Step::Close => {
                     self.closing = true;
@@ -250,11 +343,19 @@ pub enum Accepted {
 /// stays queued, so the listener stays readable and a level-triggered loop spins. The
 /// cure (from libev and nginx): keep one spare descriptor open; on EMFILE close it, accept
 /// the connection, close that at once, and open the spare again.
+///
+/// Descriptors belong to the process, not the thread: where several loops accept
+/// (`epoll-mt`), another loop's accept could take the slot the spare just freed and
+/// leave this one without a spare for good. So a shed runs alone ([`SHEDDING`]).
 pub struct Acceptor {
     flags: SockFlag,
     spare: Option<File>,
     warned: bool,
 }
+
+/// Accepts share it (read), a shed takes it whole (write): while a spare is closed, no
+/// other accept in the process can take its slot.
+static SHEDDING: RwLock<()> = RwLock::new(());
 
 impl Acceptor {
     pub fn new(nonblocking: bool) -> io::Result<Acceptor> {
@@ -271,7 +372,11 @@ impl Acceptor {
 
     pub fn accept(&mut self, listener: &TcpListener, proto: Proto, stats: &Stats) -> Accepted {
         loop {
-            match accept4(listener.as_raw_fd(), self.flags) {
+            let accepted = {
+                let _shared = SHEDDING.read().unwrap_or_else(|e| e.into_inner());
+                accept4(listener.as_raw_fd(), self.flags)
+            };
+            match accepted {
                 Ok(fd) => {
                     // SAFETY: accept4 just returned this descriptor; nothing else owns it.
                     let stream = unsafe { TcpStream::from_raw_fd(fd) };
@@ -299,6 +404,7 @@ impl Acceptor {
             );
             self.warned = true;
         }
+        let _alone = SHEDDING.write().unwrap_or_else(|e| e.into_inner());
         self.spare = None;
         let refused = match accept4(listener.as_raw_fd(), self.flags) {
             Ok(fd) => {
@@ -309,7 +415,7 @@ impl Acceptor {
                 Stats::add(&stats.closed, 1);
                 Accepted::Refused
             }
-            // The freed slot went elsewhere (another thread): wait for the next wake-up.
+            // Nothing queued any more (or the spare was already gone).
             Err(_) => Accepted::WouldBlock,
         };
         // Only now, with the refused connection closed, is there a slot for the spare.

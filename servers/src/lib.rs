@@ -36,6 +36,10 @@ pub struct Config {
     pub backlog: i32,
     /// `blocking`: each connection thread's stack, in bytes.
     pub stack_size: usize,
+    /// `reactor`: threads running blocking work off the loop (0: on the loop).
+    pub executor: usize,
+    /// `thread-pool`: workers; `epoll-mt`: loops. None: the model's default.
+    pub threads: Option<usize>,
 }
 
 impl Default for Config {
@@ -44,8 +48,17 @@ impl Default for Config {
             proto: Proto::Http,
             backlog: 4096,
             stack_size: 64 * 1024,
+            executor: default_executor(),
+            threads: None,
         }
     }
+}
+
+/// Python's ThreadPoolExecutor default, which Tornado's `run_in_executor` uses:
+/// min(32, CPUs + 4).
+pub fn default_executor() -> usize {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    (cpus + 4).min(32)
 }
 
 /// What every thread of a running model shares: its settings, counters and stop flag.
@@ -87,6 +100,15 @@ pub struct Model {
     pub summary: &'static str,
     /// What stops it first, if anything but memory and RLIMIT_NOFILE.
     pub limit: &'static str,
+    /// Its listening socket must allow others on the same port (SO_REUSEPORT).
+    pub reuse_port: bool,
+    /// Whether this kernel lets it run (io_uring may be disabled); Err says why.
+    pub available: fn() -> Result<(), String>,
+}
+
+/// Every model but io-uring runs wherever Linux does.
+fn always() -> Result<(), String> {
+    Ok(())
 }
 
 /// The models, in the order the book teaches them.
@@ -96,36 +118,88 @@ pub const MODELS: &[Model] = &[
         serve: models::blocking::serve,
         summary: "a thread per connection, blocking read and write",
         limit: "threads: stack memory and context switches",
+        reuse_port: false,
+        available: always,
     },
     Model {
         name: "busy-poll",
         serve: models::busy_poll::serve,
         summary: "non-blocking sockets, one thread asking each of them again and again",
         limit: "burns a whole CPU, even when idle",
+        reuse_port: false,
+        available: always,
     },
     Model {
         name: "select",
         serve: models::select::serve,
         summary: "select(2): bit sets rebuilt every turn, scanned up to the highest fd",
         limit: "fd < FD_SETSIZE (1024); O(max fd) per call",
+        reuse_port: false,
+        available: always,
     },
     Model {
         name: "poll",
         serve: models::poll::serve,
         summary: "poll(2): an array of every descriptor, scanned in full every turn",
         limit: "O(n) per call",
+        reuse_port: false,
+        available: always,
     },
     Model {
         name: "epoll-lt",
         serve: models::epoll::serve_lt,
         summary: "epoll, level-triggered: the kernel keeps the ready list",
         limit: "none of its own",
+        reuse_port: false,
+        available: always,
     },
     Model {
         name: "epoll-et",
         serve: models::epoll::serve_et,
         summary: "epoll, edge-triggered: one event per change, drain until EAGAIN",
         limit: "none of its own",
+        reuse_port: false,
+        available: always,
+    },
+    Model {
+        name: "thread-pool",
+        serve: models::thread_pool::serve,
+        summary: "a fixed pool of workers with blocking I/O, fed from a queue (gthread)",
+        limit: "N requests at a time (--threads); the rest wait in the queue",
+        reuse_port: false,
+        available: always,
+    },
+    Model {
+        name: "reactor",
+        serve: models::reactor::serve,
+        summary: "Tornado's IOLoop: handlers, callbacks, timers, a waker, an executor",
+        limit: "one thread runs every handler: blocking work needs the executor",
+        reuse_port: false,
+        available: always,
+    },
+    Model {
+        name: "sigio",
+        serve: models::sigio::serve,
+        summary: "signal-driven I/O: O_ASYNC, a real-time signal per event, read from a signalfd",
+        limit: "the real-time signal queue; on overflow, a scan of every connection",
+        reuse_port: false,
+        available: always,
+    },
+    Model {
+        name: "io-uring",
+        serve: models::io_uring::serve,
+        summary: "asynchronous I/O: accept, receive and send submitted to io_uring",
+        limit: "the kernel must allow io_uring; buffers belong to the kernel in flight",
+        reuse_port: false,
+        available: models::io_uring::available,
+    },
+    Model {
+        name: "epoll-mt",
+        serve: models::epoll_mt::serve,
+        summary: "an epoll-et loop per core, each with its own SO_REUSEPORT listener",
+        limit: "the cores; a connection stays on the loop it landed on",
+        reuse_port: true,
+        available: always,
     },
 ];
 
@@ -133,10 +207,14 @@ pub fn model(name: &str) -> Option<&'static Model> {
     MODELS.iter().find(|m| m.name == name)
 }
 
-/// A listening socket: SO_REUSEADDR so a restarted server can bind at once.
-pub fn listen(addr: SocketAddr, backlog: i32) -> io::Result<TcpListener> {
+/// A listening socket: SO_REUSEADDR so a restarted server can bind at once;
+/// SO_REUSEPORT with `reuse_port`, so that several sockets share the port.
+pub fn listen(addr: SocketAddr, backlog: i32, reuse_port: bool) -> io::Result<TcpListener> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
     socket.set_reuse_address(true)?;
+    if reuse_port {
+        socket.set_reuse_port(true)?;
+    }
     socket.bind(&addr.into())?;
     socket.listen(backlog)?;
     Ok(socket.into())

@@ -28,6 +28,9 @@ pub struct Stats {
     /// Threads running now (the blocking model: one per connection).
     pub threads: AtomicU64,
     pub threads_peak: AtomicU64,
+    /// `thread-pool`: connections with a request waiting for a free worker, now and at most.
+    pub queued: AtomicU64,
+    pub queued_peak: AtomicU64,
 }
 
 impl Stats {
@@ -45,6 +48,15 @@ impl Stats {
     pub fn thread_started(&self) {
         let now = self.threads.fetch_add(1, Relaxed) + 1;
         self.threads_peak.fetch_max(now, Relaxed);
+    }
+
+    pub fn queued_more(&self) {
+        let now = self.queued.fetch_add(1, Relaxed) + 1;
+        self.queued_peak.fetch_max(now, Relaxed);
+    }
+
+    pub fn queued_less(&self) {
+        self.queued.fetch_sub(1, Relaxed);
     }
 
     pub fn thread_ended(&self) {
@@ -70,12 +82,15 @@ impl Stats {
             empty_reads: get(&self.empty_reads),
             threads: get(&self.threads),
             threads_peak: get(&self.threads_peak),
+            queued: get(&self.queued),
+            queued_peak: get(&self.queued_peak),
         }
     }
 }
 
 /// The counters at one instant, as printed (one JSON line) on SIGUSR1 and at exit.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct Snapshot {
     pub model: String,
     pub accepted: u64,
@@ -92,4 +107,6 @@ pub struct Snapshot {
     pub empty_reads: u64,
     pub threads: u64,
     pub threads_peak: u64,
+    pub queued: u64,
+    pub queued_peak: u64,
 }

@@ -28,6 +28,10 @@ use crate::results::{
 };
 use child::{ProcSample, Server};
 
+/// The reactor in the blocking experiment: its work on the loop, and on 30 threads
+/// (more than the 20 connections, so that none waits for a thread).
+const REACTOR_EXECUTORS: [usize; 2] = [0, 30];
+
 /// How much to measure.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Profile {
@@ -133,6 +137,8 @@ impl Overrides {
 struct Job {
     experiment: &'static str,
     model: String,
+    /// Extra `serve` arguments (the reactor's executor in the blocking experiment).
+    args: Vec<String>,
     peer: bool,
     repeat: u32,
     idle: usize,
@@ -146,6 +152,7 @@ impl Job {
         Point {
             experiment: self.experiment.into(),
             model: self.model.clone(),
+            server_args: self.args.clone(),
             repeat: self.repeat,
             idle: (self.experiment == "idle").then_some(self.idle),
             active: load.then_some(self.active),
@@ -175,7 +182,11 @@ impl Job {
         } else {
             String::new()
         };
-        format!("{} · {} · {what}{repeat}", self.experiment, self.model)
+        format!(
+            "{} · {} · {what}{repeat}",
+            self.experiment,
+            self.point().series_name()
+        )
     }
 }
 
@@ -261,7 +272,7 @@ pub fn run(options: &Options) -> Result<Run, String> {
     let mut limited: HashMap<(&str, String, u32), (usize, String)> = HashMap::new();
     for job in &jobs {
         ctx.bar.set_message(job.describe(ctx.plan.repeats));
-        let key = (job.experiment, job.model.clone(), job.repeat);
+        let key = (job.experiment, job.point().series_name(), job.repeat);
         let point = match limited.get(&key) {
             Some((x, why)) if job.x() > *x => Point {
                 limit: Some(format!("not run: past the limit met at {x} ({why})")),
@@ -307,24 +318,38 @@ fn jobs(plan: &Plan, options: &Options, peers: &[String]) -> Vec<Job> {
             "blocking" => vec![plan.blocking.0],
             _ => plan.wait_fds.clone(),
         };
-        let mut who: Vec<(String, bool)> = if experiment == "wait-cost" {
+        let none = Vec::new;
+        let mut who: Vec<(String, Vec<String>, bool)> = if experiment == "wait-cost" {
             wait_cost::CALLS
                 .iter()
-                .map(|c| (c.to_string(), false))
+                .map(|c| (c.to_string(), none(), false))
                 .collect()
         } else {
-            options.models.iter().map(|m| (m.clone(), false)).collect()
+            let mut who = Vec::new();
+            for m in &options.models {
+                if experiment == "blocking" && m == "reactor" {
+                    // Tornado's lesson: the blocking work on the loop, then on an executor.
+                    for executor in REACTOR_EXECUTORS {
+                        let args = vec!["--executor".to_string(), executor.to_string()];
+                        who.push((m.clone(), args, false));
+                    }
+                } else {
+                    who.push((m.clone(), none(), false));
+                }
+            }
+            who
         };
         // Peers serve `/` only: no blocking handler to compare.
         if matches!(experiment, "idle" | "active" | "churn") {
-            who.extend(peers.iter().map(|p| (p.clone(), true)));
+            who.extend(peers.iter().map(|p| (p.clone(), none(), true)));
         }
         for repeat in 0..plan.repeats {
             for &x in &xs {
-                for (model, peer) in &who {
+                for (model, args, peer) in &who {
                     jobs.push(Job {
                         experiment,
                         model: model.clone(),
+                        args: args.clone(),
                         peer: *peer,
                         repeat,
                         idle: if experiment == "idle" { x } else { 0 },
@@ -360,7 +385,7 @@ fn measure(ctx: &Context, job: &Job) -> Point {
     let started = if job.peer {
         peers::start(&job.model, &ctx.options.out, &ctx.server_cpus)
     } else {
-        Server::ours(&ctx.options.exe, &job.model, &[], &ctx.server_cpus)
+        Server::ours(&ctx.options.exe, &job.model, &job.args, &ctx.server_cpus)
     };
     let mut server = match started {
         Ok(s) => s,
@@ -486,6 +511,8 @@ fn metrics(
             empty_reads: b.empty_reads - a.empty_reads,
             threads: b.threads,
             threads_peak: b.threads_peak,
+            queued: b.queued,
+            queued_peak: b.queued_peak,
         }),
         _ => None,
     };

@@ -28,96 +28,122 @@ use crate::Server;
 const MAX_EVENTS: usize = 1024;
 
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Trigger {
+pub enum Trigger {
     Level,
     Edge,
 }
 // ANCHOR_END: state
 
 pub fn serve_lt(listener: TcpListener, server: &Arc<Server>) -> io::Result<()> {
-    serve(listener, server, Trigger::Level)
+    EventLoop::new(listener, Trigger::Level)?.run(server)
 }
 
 pub fn serve_et(listener: TcpListener, server: &Arc<Server>) -> io::Result<()> {
-    serve(listener, server, Trigger::Edge)
+    EventLoop::new(listener, Trigger::Edge)?.run(server)
 }
 
-fn serve(listener: TcpListener, server: &Arc<Server>, trigger: Trigger) -> io::Result<()> {
-    // ANCHOR: setup
-    listener.set_nonblocking(true)?;
-    let mut acceptor = Acceptor::new(true)?;
-    let mut conns: HashMap<RawFd, Conn> = HashMap::new();
-    let mut events = vec![EpollEvent::empty(); MAX_EVENTS];
-    let timeout = EpollTimeout::try_from(WAIT_TIMEOUT).expect("timeout fits");
-    let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?;
-    let token = listener.as_raw_fd() as u64;
-    epoll.add(&listener, EpollEvent::new(flags(trigger, READ), token))?;
-    // ANCHOR_END: setup
+/// The descriptors one loop owns besides its connections. Made before the loop runs, so
+/// that `epoll-mt` can make every loop's before any loop starts filling the process's
+/// descriptor table with connections.
+pub struct EventLoop {
+    listener: TcpListener,
+    acceptor: Acceptor,
+    epoll: Epoll,
+    trigger: Trigger,
+}
 
-    while !server.stopping() {
-        // ANCHOR: wait
-        // The kernel keeps the interest list between calls and fills a ready list as
-        // packets arrive: only the ready descriptors come back, nothing to scan.
-        let ready = match epoll.wait(&mut events, timeout) {
-            Ok(n) => n,
-            Err(Errno::EINTR) => 0,
-            Err(e) => return Err(e.into()),
-        };
-        server.stats.waited(ready, ready);
-        // ANCHOR_END: wait
+impl EventLoop {
+    pub fn new(listener: TcpListener, trigger: Trigger) -> io::Result<EventLoop> {
+        // ANCHOR: setup
+        listener.set_nonblocking(true)?;
+        let acceptor = Acceptor::new(true)?;
+        let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?;
+        let token = listener.as_raw_fd() as u64;
+        epoll.add(&listener, EpollEvent::new(flags(trigger, READ), token))?;
+        // ANCHOR_END: setup
+        Ok(EventLoop {
+            listener,
+            acceptor,
+            epoll,
+            trigger,
+        })
+    }
 
-        // ANCHOR: dispatch
-        for event in &events[..ready] {
-            let token = event.data() as RawFd;
-            if token == listener.as_raw_fd() {
-                accept(
-                    &listener,
-                    &mut acceptor,
-                    &mut conns,
-                    &epoll,
-                    trigger,
-                    server,
-                );
-                continue;
-            }
-            let Some(conn) = conns.get_mut(&token) else {
-                continue;
+    pub fn run(self, server: &Arc<Server>) -> io::Result<()> {
+        let EventLoop {
+            listener,
+            mut acceptor,
+            epoll,
+            trigger,
+        } = self;
+        let mut conns: HashMap<RawFd, Conn> = HashMap::new();
+        let mut events = vec![EpollEvent::empty(); MAX_EVENTS];
+        let timeout = EpollTimeout::try_from(WAIT_TIMEOUT).expect("timeout fits");
+        while !server.stopping() {
+            // ANCHOR: wait
+            // The kernel keeps the interest list between calls and fills a ready list as
+            // packets arrive: only the ready descriptors come back, nothing to scan.
+            let ready = match epoll.wait(&mut events, timeout) {
+                Ok(n) => n,
+                Err(Errno::EINTR) => 0,
+                Err(e) => return Err(e.into()),
             };
-            // EPOLLHUP and EPOLLERR wake both sides; the read or write finds out what.
-            let broken = EpollFlags::EPOLLHUP | EpollFlags::EPOLLERR;
-            let readable = event.events().intersects(EpollFlags::EPOLLIN | broken);
-            let writable = event.events().intersects(EpollFlags::EPOLLOUT | broken);
-            match trigger {
-                // ANCHOR: readable
-                Trigger::Level => {
-                    if readable && conn.wants_read() {
-                        conn.read(&server.stats);
-                        // Answer at once: the socket buffer is almost always free, so
-                        // the response need not wait a turn to hear that it is writable.
-                        if conn.wants_write() {
+            server.stats.waited(ready, ready);
+            // ANCHOR_END: wait
+
+            // ANCHOR: dispatch
+            for event in &events[..ready] {
+                let token = event.data() as RawFd;
+                if token == listener.as_raw_fd() {
+                    accept(
+                        &listener,
+                        &mut acceptor,
+                        &mut conns,
+                        &epoll,
+                        trigger,
+                        server,
+                    );
+                    continue;
+                }
+                let Some(conn) = conns.get_mut(&token) else {
+                    continue;
+                };
+                // EPOLLHUP and EPOLLERR wake both sides; the read or write finds out what.
+                let broken = EpollFlags::EPOLLHUP | EpollFlags::EPOLLERR;
+                let readable = event.events().intersects(EpollFlags::EPOLLIN | broken);
+                let writable = event.events().intersects(EpollFlags::EPOLLOUT | broken);
+                match trigger {
+                    // ANCHOR: readable
+                    Trigger::Level => {
+                        if readable && conn.wants_read() {
+                            conn.read(&server.stats);
+                            // Answer at once: the socket buffer is almost always free, so
+                            // the response need not wait a turn to hear that it is writable.
+                            if conn.wants_write() {
+                                conn.write(&server.stats);
+                            }
+                        }
+                        if writable && conn.wants_write() {
                             conn.write(&server.stats);
                         }
                     }
-                    if writable && conn.wants_write() {
-                        conn.write(&server.stats);
-                    }
+                    Trigger::Edge => drain(conn, readable, &server.stats),
+                    // ANCHOR_END: readable
                 }
-                Trigger::Edge => drain(conn, readable, &server.stats),
-                // ANCHOR_END: readable
+                // ANCHOR: close
+                if conn.is_done() {
+                    // Closing the socket takes it out of the interest list: no EPOLL_CTL_DEL.
+                    let conn = conns.remove(&token).expect("conn is present");
+                    conn.close(&server.stats);
+                } else if trigger == Trigger::Level {
+                    rearm(&epoll, conn)?;
+                }
+                // ANCHOR_END: close
             }
-            // ANCHOR: close
-            if conn.is_done() {
-                // Closing the socket takes it out of the interest list: no EPOLL_CTL_DEL.
-                let conn = conns.remove(&token).expect("conn is present");
-                conn.close(&server.stats);
-            } else if trigger == Trigger::Level {
-                rearm(&epoll, conn)?;
-            }
-            // ANCHOR_END: close
+            // ANCHOR_END: dispatch
         }
-        // ANCHOR_END: dispatch
+        Ok(())
     }
-    Ok(())
 }
 
 // ANCHOR: accept

@@ -4,5 +4,10 @@
 pub mod blocking;
 pub mod busy_poll;
 pub mod epoll;
+pub mod epoll_mt;
+pub mod io_uring;
 pub mod poll;
+pub mod reactor;
 pub mod select;
+pub mod sigio;
+pub mod thread_pool;

@@ -1,0 +1,430 @@
+//! `reactor`: Tornado's IOLoop in miniature, over epoll, and a server built on it.
+//!
+//! - What blocks: epoll_wait(2) in `IoLoop::start`, until a descriptor is ready, a
+//!   timer is due, or another thread wakes the loop.
+//! - Cost per wake-up: O(ready), as epoll-lt. Then the loop calls the handler
+//!   registered for each ready descriptor, the callbacks queued since the last turn, and
+//!   the timers that are due.
+//! - Limit: one thread runs every handler, so a handler that blocks stops them all.
+//!   Blocking work goes to an executor (`--executor N` threads) and its answer comes
+//!   back through the waker; `--executor 0` runs it on the loop, to show the stall.
+//! - Against epoll-lt: the same waiting, but the loop knows nothing of HTTP. It calls
+//!   back whatever was registered: `add_handler`, `add_callback`, `call_later`, and a
+//!   waker so that other threads may `add_callback` too (tornado/ioloop.py).
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::io;
+use std::net::TcpListener;
+use std::os::fd::{AsFd, AsRawFd, RawFd};
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
+use nix::sys::eventfd::{EfdFlags, EventFd};
+
+use crate::conn::{run_work, Accepted, Acceptor, Conn, Interest, WAIT_TIMEOUT};
+use crate::handler::Work;
+use crate::Server;
+
+// ANCHOR: ioloop
+/// What a handler is called with: the loop, the application's state, the descriptor,
+/// and what it is ready for. A plain function, so the loop can call it while the state
+/// is borrowed.
+pub type Handler<S> = fn(&mut IoLoop<S>, &mut S, RawFd, EpollFlags);
+/// A callback run by the loop on its own thread.
+pub type Callback<S> = Box<dyn FnOnce(&mut IoLoop<S>, &mut S)>;
+/// A callback handed over by another thread.
+pub type RemoteCallback<S> = Box<dyn FnOnce(&mut IoLoop<S>, &mut S) + Send>;
+
+/// Tornado's IOLoop: handlers per descriptor, a callback queue, a timer heap, a waker.
+pub struct IoLoop<S> {
+    epoll: Epoll,
+    handlers: HashMap<RawFd, Handler<S>>,
+    callbacks: VecDeque<Callback<S>>,
+    /// (when, sequence): the earliest first; the sequence keeps equal times in order.
+    timers: BinaryHeap<Reverse<(Instant, u64)>>,
+    timer_callbacks: HashMap<u64, Callback<S>>,
+    next_timer: u64,
+    waker: Arc<Waker<S>>,
+    stopped: bool,
+}
+
+/// How another thread reaches the loop: a queue, and an eventfd the loop watches.
+struct Waker<S> {
+    fd: EventFd,
+    queue: Mutex<Vec<RemoteCallback<S>>>,
+}
+
+/// A handle other threads may keep: `add_callback` is the one thread-safe call.
+pub struct LoopHandle<S> {
+    waker: Arc<Waker<S>>,
+}
+// ANCHOR_END: ioloop
+
+const WAKER: u64 = u64::MAX;
+
+impl<S> IoLoop<S> {
+    pub fn new() -> io::Result<IoLoop<S>> {
+        let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?;
+        let fd = EventFd::from_flags(EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)?;
+        epoll.add(&fd, EpollEvent::new(EpollFlags::EPOLLIN, WAKER))?;
+        Ok(IoLoop {
+            epoll,
+            handlers: HashMap::new(),
+            callbacks: VecDeque::new(),
+            timers: BinaryHeap::new(),
+            timer_callbacks: HashMap::new(),
+            next_timer: 0,
+            waker: Arc::new(Waker {
+                fd,
+                queue: Mutex::new(Vec::new()),
+            }),
+            stopped: false,
+        })
+    }
+
+    // ANCHOR: handlers
+    /// Call `handler` whenever `fd` is ready for `events` (level-triggered).
+    pub fn add_handler(
+        &mut self,
+        fd: &impl AsFd,
+        handler: Handler<S>,
+        events: EpollFlags,
+    ) -> io::Result<()> {
+        let raw = fd.as_fd().as_raw_fd();
+        self.epoll.add(fd, EpollEvent::new(events, raw as u64))?;
+        self.handlers.insert(raw, handler);
+        Ok(())
+    }
+
+    /// Change what `fd`'s handler is called for.
+    pub fn update_handler(&mut self, fd: &impl AsFd, events: EpollFlags) -> io::Result<()> {
+        let raw = fd.as_fd().as_raw_fd();
+        self.epoll
+            .modify(fd, &mut EpollEvent::new(events, raw as u64))?;
+        Ok(())
+    }
+
+    /// Stop calling `fd`'s handler (before the descriptor is closed).
+    pub fn remove_handler(&mut self, fd: &impl AsFd) {
+        let _ = self.epoll.delete(fd);
+        self.handlers.remove(&fd.as_fd().as_raw_fd());
+    }
+    // ANCHOR_END: handlers
+
+    // ANCHOR: callbacks
+    /// Run `callback` on the loop's next turn (from the loop's own thread).
+    pub fn add_callback(&mut self, callback: impl FnOnce(&mut IoLoop<S>, &mut S) + 'static) {
+        self.callbacks.push_back(Box::new(callback));
+    }
+
+    /// Run `callback` once `delay` has passed.
+    pub fn call_later(
+        &mut self,
+        delay: Duration,
+        callback: impl FnOnce(&mut IoLoop<S>, &mut S) + 'static,
+    ) {
+        let id = self.next_timer;
+        self.next_timer += 1;
+        self.timers.push(Reverse((Instant::now() + delay, id)));
+        self.timer_callbacks.insert(id, Box::new(callback));
+    }
+
+    /// A handle for other threads, whose `add_callback` wakes the loop.
+    pub fn handle(&self) -> LoopHandle<S> {
+        LoopHandle {
+            waker: Arc::clone(&self.waker),
+        }
+    }
+
+    /// Return from `start` after the current turn.
+    pub fn stop(&mut self) {
+        self.stopped = true;
+    }
+    // ANCHOR_END: callbacks
+
+    // ANCHOR: start
+    /// Run until `stop`: wait, call the ready handlers, run the callbacks and the timers.
+    pub fn start(&mut self, state: &mut S, stats: &crate::Stats) -> io::Result<()> {
+        let mut events = vec![EpollEvent::empty(); 1024];
+        while !self.stopped {
+            // Callbacks queued now run next turn: a callback that adds one cannot starve
+            // the descriptors.
+            for _ in 0..self.callbacks.len() {
+                let callback = self.callbacks.pop_front().expect("counted");
+                callback(self, state);
+            }
+            let now = Instant::now();
+            while let Some(&Reverse((when, id))) = self.timers.peek() {
+                if when > now {
+                    break;
+                }
+                self.timers.pop();
+                if let Some(callback) = self.timer_callbacks.remove(&id) {
+                    callback(self, state);
+                }
+            }
+            // Sleep until the next timer, or not at all if callbacks are waiting.
+            let timeout = if !self.callbacks.is_empty() || self.stopped {
+                Duration::ZERO
+            } else {
+                self.timers
+                    .peek()
+                    .map_or(WAIT_TIMEOUT, |Reverse((when, _))| {
+                        when.saturating_duration_since(Instant::now())
+                    })
+            };
+            let timeout = EpollTimeout::try_from(timeout.min(WAIT_TIMEOUT)).expect("fits");
+            let ready = match self.epoll.wait(&mut events, timeout) {
+                Ok(n) => n,
+                Err(Errno::EINTR) => 0,
+                Err(e) => return Err(e.into()),
+            };
+            stats.waited(ready, ready);
+            for event in &events[..ready] {
+                if event.data() == WAKER {
+                    let _ = self.waker.fd.read();
+                    let handed: Vec<_> = std::mem::take(&mut *self.waker.queue.lock().unwrap());
+                    for callback in handed {
+                        self.callbacks.push_back(callback);
+                    }
+                    continue;
+                }
+                let fd = event.data() as RawFd;
+                // A handler removed earlier in this turn is not called.
+                if let Some(&handler) = self.handlers.get(&fd) {
+                    handler(self, state, fd, event.events());
+                }
+            }
+        }
+        Ok(())
+    }
+    // ANCHOR_END: start
+}
+
+// ANCHOR: waker
+impl<S> LoopHandle<S> {
+    /// Queue `callback` for the loop and wake it: safe from any thread.
+    pub fn add_callback(&self, callback: impl FnOnce(&mut IoLoop<S>, &mut S) + Send + 'static) {
+        self.waker.queue.lock().unwrap().push(Box::new(callback));
+        // The eventfd becomes readable: the loop's epoll_wait returns.
+        let _ = self.waker.fd.write(1);
+    }
+}
+// ANCHOR_END: waker
+
+// ANCHOR: executor
+/// A piece of blocking work and what to do after it.
+type Job = Box<dyn FnOnce() + Send>;
+
+/// A fixed pool of threads for blocking work (Python's ThreadPoolExecutor).
+pub struct Executor {
+    jobs: Sender<Job>,
+}
+
+impl Executor {
+    pub fn new(threads: usize, server: &Arc<Server>) -> io::Result<Executor> {
+        let (jobs, queue) = mpsc::channel::<Job>();
+        let queue = Arc::new(Mutex::new(queue));
+        for i in 0..threads {
+            let queue: Arc<Mutex<Receiver<Job>>> = Arc::clone(&queue);
+            let server = Arc::clone(server);
+            thread::Builder::new()
+                .name(format!("executor-{i}"))
+                .spawn(move || {
+                    server.stats.thread_started();
+                    loop {
+                        let job = queue.lock().unwrap().recv();
+                        match job {
+                            Ok(job) => job(),
+                            Err(_) => break, // the loop is gone
+                        }
+                    }
+                    server.stats.thread_ended();
+                })?;
+        }
+        Ok(Executor { jobs })
+    }
+
+    fn submit(&self, job: impl FnOnce() + Send + 'static) {
+        let _ = self.jobs.send(Box::new(job));
+    }
+}
+// ANCHOR_END: executor
+
+// ANCHOR: state
+/// The HTTP server on the loop: what its handlers share.
+struct App {
+    listener: TcpListener,
+    acceptor: Acceptor,
+    /// By descriptor: the connection and its serial number (a descriptor is reused
+    /// after a close; an executor's answer must not reach the next connection).
+    conns: HashMap<RawFd, (u64, Conn)>,
+    next_serial: u64,
+    executor: Option<Executor>,
+    server: Arc<Server>,
+}
+// ANCHOR_END: state
+
+pub fn serve(listener: TcpListener, server: &Arc<Server>) -> io::Result<()> {
+    // ANCHOR: setup
+    listener.set_nonblocking(true)?;
+    let executor = match server.config.executor {
+        0 => None,
+        n => Some(Executor::new(n, server)?),
+    };
+    let mut ioloop: IoLoop<App> = IoLoop::new()?;
+    ioloop.add_handler(&listener, on_accept, EpollFlags::EPOLLIN)?;
+    let mut app = App {
+        listener,
+        acceptor: Acceptor::new(true)?,
+        conns: HashMap::new(),
+        next_serial: 0,
+        executor,
+        server: Arc::clone(server),
+    };
+    // A periodic callback, as Tornado's PeriodicCallback: stop when asked to.
+    fn check_stop(ioloop: &mut IoLoop<App>, app: &mut App) {
+        if app.server.stopping() {
+            ioloop.stop();
+        } else {
+            ioloop.call_later(WAIT_TIMEOUT, check_stop);
+        }
+    }
+    ioloop.call_later(WAIT_TIMEOUT, check_stop);
+    // ANCHOR_END: setup
+    ioloop.start(&mut app, &server.stats)
+}
+
+// ANCHOR: accept
+fn on_accept(ioloop: &mut IoLoop<App>, app: &mut App, _fd: RawFd, _events: EpollFlags) {
+    loop {
+        let accepted =
+            app.acceptor
+                .accept(&app.listener, app.server.config.proto, &app.server.stats);
+        match accepted {
+            Accepted::Conn(mut conn) => {
+                // With an executor, blocking work is handed back to us, not run here.
+                conn.offload = app.executor.is_some();
+                if let Err(e) = ioloop.add_handler(&conn.stream, on_conn, EpollFlags::EPOLLIN) {
+                    eprintln!("iomodels: epoll_ctl(ADD) failed: {e}; closing the connection");
+                    conn.refuse(&app.server.stats);
+                    continue;
+                }
+                conn.registered = READ;
+                app.next_serial += 1;
+                app.conns.insert(conn.fd(), (app.next_serial, conn));
+            }
+            Accepted::Refused => continue,
+            Accepted::WouldBlock => break,
+        }
+    }
+}
+// ANCHOR_END: accept
+
+// ANCHOR: readable
+/// The connection's handler: read, answer, and hand any blocking work to the executor.
+fn on_conn(ioloop: &mut IoLoop<App>, app: &mut App, fd: RawFd, events: EpollFlags) {
+    let Some((serial, conn)) = app.conns.get_mut(&fd) else {
+        return;
+    };
+    let stats = &app.server.stats;
+    let broken = EpollFlags::EPOLLHUP | EpollFlags::EPOLLERR;
+    if events.intersects(EpollFlags::EPOLLIN | broken) && conn.wants_read() {
+        conn.read(stats);
+    } else if events.intersects(broken) {
+        // Hung up while its work runs (no reading then): the answer has nowhere to go.
+        conn.broke();
+    }
+    if let Some(work) = conn.start_work() {
+        let executor = app
+            .executor
+            .as_ref()
+            .expect("work is offloaded only with one");
+        run_in_executor(ioloop, executor, fd, *serial, work);
+    }
+    if conn.wants_write() {
+        conn.write(stats);
+    }
+    settle(ioloop, app, fd);
+}
+// ANCHOR_END: readable
+
+// ANCHOR: run_in_executor
+/// Tornado's `IOLoop.run_in_executor`: run `work` on a pool thread, then come back to
+/// the loop (through the waker) to send the answer the work held back.
+fn run_in_executor(
+    ioloop: &mut IoLoop<App>,
+    executor: &Executor,
+    fd: RawFd,
+    serial: u64,
+    work: Work,
+) {
+    let handle = ioloop.handle();
+    executor.submit(move || {
+        run_work(work);
+        handle.add_callback(move |ioloop, app| work_done(ioloop, app, fd, serial));
+    });
+}
+
+/// Back on the loop: the answer may go.
+fn work_done(ioloop: &mut IoLoop<App>, app: &mut App, fd: RawFd, serial: u64) {
+    let Some((current, conn)) = app.conns.get_mut(&fd) else {
+        return; // closed while the work ran
+    };
+    if *current != serial {
+        return; // the descriptor now belongs to another connection
+    }
+    conn.finish_work(&app.server.stats);
+    if let Some(work) = conn.start_work() {
+        // A pipelined request behind it asked for more.
+        let executor = app
+            .executor
+            .as_ref()
+            .expect("work is offloaded only with one");
+        run_in_executor(ioloop, executor, fd, serial, work);
+    }
+    if conn.wants_write() {
+        conn.write(&app.server.stats);
+    }
+    settle(ioloop, app, fd);
+}
+// ANCHOR_END: run_in_executor
+
+// ANCHOR: close
+/// Close a finished connection, or watch for what it wants now (writability only while
+/// output is pending, as epoll-lt).
+fn settle(ioloop: &mut IoLoop<App>, app: &mut App, fd: RawFd) {
+    let Some((_, conn)) = app.conns.get_mut(&fd) else {
+        return;
+    };
+    if conn.is_done() {
+        let (_, conn) = app.conns.remove(&fd).expect("conn is present");
+        ioloop.remove_handler(&conn.stream);
+        conn.close(&app.server.stats);
+        return;
+    }
+    let interest = conn.interest();
+    if interest != conn.registered {
+        let mut events = EpollFlags::empty();
+        if interest.read {
+            events |= EpollFlags::EPOLLIN;
+        }
+        if interest.write {
+            events |= EpollFlags::EPOLLOUT;
+        }
+        if ioloop.update_handler(&conn.stream, events).is_ok() {
+            conn.registered = interest;
+        }
+    }
+}
+// ANCHOR_END: close
+
+const READ: Interest = Interest {
+    read: true,
+    write: false,
+};

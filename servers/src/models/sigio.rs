@@ -1,0 +1,232 @@
+//! `sigio`: signal-driven I/O. The kernel queues a real-time signal for a descriptor
+//! when it becomes ready; the loop takes the signals one by one with sigtimedwait(2),
+//! and each one names its descriptor.
+//!
+//! - What blocks: sigtimedwait(2), until a signal is queued for this thread.
+//! - Cost per wake-up: one signal per readiness change, no scan: O(ready), as epoll.
+//!   But a signal is queued per event, not per descriptor: a busy socket can queue many.
+//! - Limit: the queue of real-time signals (RLIMIT_SIGPENDING). When it overflows the
+//!   kernel sends a plain SIGIO instead, with no descriptor: the loop must then look at
+//!   every connection, as the C10K page tells (a poll-like scan), and go on.
+//! - Against epoll-et: the same edge-triggered rule (repeat until EAGAIN), but the
+//!   kernel pushes readiness as signals (O_ASYNC, F_SETSIG, F_SETOWN) instead of
+//!   keeping a ready list for epoll_wait.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::TcpListener;
+use std::os::fd::{AsFd, AsRawFd, RawFd};
+use std::sync::Arc;
+
+use nix::fcntl::{fcntl, FcntlArg, OFlag};
+use nix::sys::signal::{SigSet, Signal};
+use nix::sys::time::TimeSpec;
+use nix::unistd::{gettid, Pid};
+
+use crate::conn::{Accepted, Acceptor, Conn, Io, WAIT_TIMEOUT};
+use crate::stats::Stats;
+use crate::Server;
+
+// ANCHOR: state
+/// <asm-generic/fcntl.h>: the libc crate does not name these for glibc.
+const F_SETSIG: libc::c_int = 10;
+const F_SETOWN_EX: libc::c_int = 15;
+const F_OWNER_TID: libc::c_int = 0;
+
+/// struct f_owner_ex: whom F_SETOWN_EX sends the signals to.
+#[repr(C)]
+struct OwnerEx {
+    kind: libc::c_int,
+    pid: libc::pid_t,
+}
+
+/// The real-time signal readiness comes on (glibc keeps the first few for itself).
+fn ready_signal() -> libc::c_int {
+    libc::SIGRTMIN() + 4
+}
+
+/// The start of a siginfo_t for SIGPOLL (<bits/types/siginfo_t.h>): the libc crate
+/// names no accessor for si_fd, the field this whole model rests on.
+#[repr(C)]
+struct PollInfo {
+    signo: libc::c_int,
+    errno: libc::c_int,
+    code: libc::c_int,
+    band: libc::c_long,
+    fd: libc::c_int,
+}
+// ANCHOR_END: state
+
+pub fn serve(listener: TcpListener, server: &Arc<Server>) -> io::Result<()> {
+    // ANCHOR: setup
+    // Block the signals in this thread, so that they wait in its queue until
+    // sigtimedwait takes them: readiness, and the overflow SIGIO.
+    let mut mask = SigSet::empty();
+    mask.add(Signal::SIGIO);
+    let mut raw = *mask.as_ref();
+    // SAFETY: sigaddset only writes into the sigset_t we own; the signal number is valid.
+    unsafe { libc::sigaddset(&mut raw, ready_signal()) };
+    // SAFETY: `raw` was built from a valid SigSet by sigaddset.
+    let mask = unsafe { SigSet::from_sigset_t_unchecked(raw) };
+    mask.thread_block()?;
+    // The longest wait, so that the loop looks at the stop flag as often as every
+    // other model does.
+    let tick = TimeSpec::from_duration(WAIT_TIMEOUT);
+    let me = gettid();
+    let mut acceptor = Acceptor::new(true)?;
+    let mut conns: HashMap<RawFd, Conn> = HashMap::new();
+    signal_me(&listener, me)?;
+    // Connections queued before the listener was armed sent no signal: take them now.
+    accept(&listener, &mut acceptor, &mut conns, me, server);
+    let mut warned = false;
+    // ANCHOR_END: setup
+
+    while !server.stopping() {
+        // ANCHOR: wait
+        // One signal per call: the descriptor that became ready, or an overflow; or
+        // nothing within the tick.
+        let Some(info) = wait_signal(&mask, &tick)? else {
+            continue;
+        };
+        server.stats.waited(1, 1);
+        // ANCHOR_END: wait
+
+        // ANCHOR: dispatch
+        if info.signo == ready_signal() {
+            let fd = info.fd;
+            if fd == listener.as_raw_fd() {
+                accept(&listener, &mut acceptor, &mut conns, me, server);
+            } else if let Some(conn) = conns.get_mut(&fd) {
+                drain(conn, &server.stats);
+                if conn.is_done() {
+                    let conn = conns.remove(&fd).expect("conn is present");
+                    conn.close(&server.stats);
+                }
+            }
+            // (A signal for a descriptor closed since is stale: nothing to do.)
+        } else if info.signo == Signal::SIGIO as libc::c_int {
+            // ANCHOR: overflow
+            // The real-time queue overflowed and events were lost: look at everything.
+            if !warned {
+                eprintln!(
+                    "iomodels: the real-time signal queue overflowed (SIGIO): scanning \
+                     every connection, then back to signals"
+                );
+                warned = true;
+            }
+            accept(&listener, &mut acceptor, &mut conns, me, server);
+            Stats::add(&server.stats.fds_scanned, conns.len() as u64);
+            let mut done = Vec::new();
+            for (&fd, conn) in conns.iter_mut() {
+                drain(conn, &server.stats);
+                if conn.is_done() {
+                    done.push(fd);
+                }
+            }
+            for fd in done {
+                let conn = conns.remove(&fd).expect("conn is present");
+                conn.close(&server.stats);
+            }
+            // ANCHOR_END: overflow
+        }
+        // ANCHOR_END: dispatch
+    }
+    Ok(())
+}
+
+/// Take one of the signals in `mask` queued for this thread, waiting at most `tick`;
+/// None when none came (or the wait was interrupted).
+fn wait_signal(mask: &SigSet, tick: &TimeSpec) -> io::Result<Option<PollInfo>> {
+    // SAFETY: an all-zero siginfo_t is a valid value of this plain C struct.
+    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    // SAFETY: the three pointers are to live values of the types sigtimedwait expects;
+    // it writes only into `info`.
+    let signo = unsafe { libc::sigtimedwait(mask.as_ref(), &mut info, tick.as_ref()) };
+    if signo < 0 {
+        let e = io::Error::last_os_error();
+        return match e.raw_os_error() {
+            Some(libc::EAGAIN) | Some(libc::EINTR) => Ok(None),
+            _ => Err(e),
+        };
+    }
+    // SAFETY: siginfo_t is larger than PollInfo and laid out as it at its start (the
+    // SIGPOLL member of its union); for the plain SIGIO the fd read is simply unused.
+    let poll = unsafe { std::ptr::read(&info as *const libc::siginfo_t as *const PollInfo) };
+    Ok(Some(poll))
+}
+
+// ANCHOR: arm
+/// Ask the kernel to queue `ready_signal()` to thread `me` whenever `fd` becomes ready.
+fn signal_me(socket: &impl AsFd, me: Pid) -> io::Result<()> {
+    let fd = socket.as_fd().as_raw_fd();
+    let owner = OwnerEx {
+        kind: F_OWNER_TID,
+        pid: me.as_raw(),
+    };
+    // SAFETY: fcntl with F_SETOWN_EX reads one f_owner_ex, which `owner` is, for the
+    // duration of the call; F_SETSIG takes a signal number. Both only act on `fd`.
+    let set = unsafe {
+        libc::fcntl(fd, F_SETOWN_EX, &owner as *const OwnerEx) == 0
+            && libc::fcntl(fd, F_SETSIG, ready_signal()) == 0
+    };
+    if !set {
+        return Err(io::Error::last_os_error());
+    }
+    let flags = OFlag::from_bits_truncate(fcntl(socket, FcntlArg::F_GETFL)?);
+    fcntl(
+        socket,
+        FcntlArg::F_SETFL(flags | OFlag::O_ASYNC | OFlag::O_NONBLOCK),
+    )?;
+    Ok(())
+}
+// ANCHOR_END: arm
+
+// ANCHOR: accept
+/// Take every waiting connection, arm it, and read what it may have sent before it was
+/// armed (that arrival raised no signal).
+fn accept(
+    listener: &TcpListener,
+    acceptor: &mut Acceptor,
+    conns: &mut HashMap<RawFd, Conn>,
+    me: Pid,
+    server: &Server,
+) {
+    loop {
+        match acceptor.accept(listener, server.config.proto, &server.stats) {
+            Accepted::Conn(mut conn) => {
+                if let Err(e) = signal_me(&conn.stream, me) {
+                    eprintln!("iomodels: cannot arm O_ASYNC: {e}; closing the connection");
+                    conn.refuse(&server.stats);
+                    continue;
+                }
+                drain(&mut conn, &server.stats);
+                if conn.is_done() {
+                    conn.close(&server.stats);
+                } else {
+                    conns.insert(conn.fd(), conn);
+                }
+            }
+            Accepted::Refused => continue,
+            Accepted::WouldBlock => break,
+        }
+    }
+}
+// ANCHOR_END: accept
+
+// ANCHOR: drain
+/// A signal reports a change once (an edge): read and write until they would block.
+fn drain(conn: &mut Conn, stats: &Stats) {
+    loop {
+        let mut moved = false;
+        if conn.wants_read() {
+            moved |= conn.read(stats) == Io::Progress;
+        }
+        if conn.wants_write() {
+            moved |= conn.write(stats) == Io::Progress;
+        }
+        if !moved || conn.is_done() {
+            break;
+        }
+    }
+}
+// ANCHOR_END: drain
