@@ -53,7 +53,7 @@ impl Profile {
         match self {
             Profile::Quick => Plan {
                 warmup: Duration::from_millis(500),
-                window: Duration::from_secs(2),
+                window: Duration::from_millis(1500),
                 repeats: 1,
                 busy: 10,
                 idle: vec![0, 1000, 2000, 5000, 10_000],
@@ -254,7 +254,12 @@ pub fn run(options: &Options) -> Result<Run, String> {
         points: Vec::new(),
     };
 
-    let jobs = jobs(&plan, options, &peers);
+    // epoll-mt gets a loop per CPU it may run on (one where the server is pinned to one).
+    let server_cpus = match pinning.server_cpus.len() {
+        0 => cpus.len(),
+        n => n,
+    };
+    let jobs = jobs(&plan, options, &peers, server_cpus);
     let bar = ProgressBar::new(jobs.len() as u64);
     bar.set_style(
         ProgressStyle::with_template("{pos}/{len} [{elapsed_precise}] {msg}")
@@ -305,7 +310,7 @@ pub fn run(options: &Options) -> Result<Run, String> {
 
 /// Every job, in order: experiment by experiment, and within one, repeat by repeat and
 /// point by point with the models side by side (so drift hits them all alike).
-fn jobs(plan: &Plan, options: &Options, peers: &[String]) -> Vec<Job> {
+fn jobs(plan: &Plan, options: &Options, peers: &[String], server_cpus: usize) -> Vec<Job> {
     let mut jobs = Vec::new();
     for &experiment in EXPERIMENTS {
         if !options.experiments.iter().any(|e| e == experiment) {
@@ -333,6 +338,10 @@ fn jobs(plan: &Plan, options: &Options, peers: &[String]) -> Vec<Job> {
                         let args = vec!["--executor".to_string(), executor.to_string()];
                         who.push((m.clone(), args, false));
                     }
+                } else if m == "epoll-mt" {
+                    // Said on every point: its default would follow the pinning silently.
+                    let args = vec!["--threads".to_string(), server_cpus.to_string()];
+                    who.push((m.clone(), args, false));
                 } else {
                     who.push((m.clone(), none(), false));
                 }
