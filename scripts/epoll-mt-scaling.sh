@@ -7,7 +7,8 @@
 #
 #   scripts/epoll-mt-scaling.sh [SPIN_US] [ROUNDS]
 #
-# Prints one line per run and the medians; needs python3 to read the JSON reports.
+# Prints one line per run and the medians, and writes them as Markdown to
+# results/epoll-mt-scaling.md (the book includes it); needs python3 for the JSON.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 spin=${1:-50}
@@ -34,13 +35,22 @@ print(f"{sys.argv[2]:9} {sys.argv[3]:10} {r['throughput_rps']:10.0f} req/s  "
 PY
 }
 
+report=results/epoll-mt-scaling.md
+{
+    echo "Made by \`scripts/epoll-mt-scaling.sh $spin $rounds\` on $(date -u +%Y-%m-%d) at commit"
+    echo "\`$(git rev-parse --short HEAD)\`, $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')),"
+    echo "nothing pinned; 20 connections, 1 s warm-up, 5 s measured per run."
+    echo
+    echo '```text'
+} > "$out/report"
 for path in / "/spin/$spin"; do
     for round in $(seq 1 "$rounds"); do
         for model in epoll-et epoll-mt; do
             run "$model" "$path" "$round"
         done
     done | tee "$out/lines"
-    python3 - "$out/lines" <<'PY'
+    cat "$out/lines" >> "$out/report"
+    python3 - "$out/lines" <<'PY' | tee -a "$out/report"
 import statistics, sys
 rows = [l.split() for l in open(sys.argv[1])]
 med = {m: statistics.median(float(r[2]) for r in rows if r[0] == m) for m in ("epoll-et", "epoll-mt")}
@@ -48,3 +58,6 @@ print(f"median {rows[0][1]}: epoll-et {med['epoll-et']:.0f}, epoll-mt {med['epol
       f"ratio {med['epoll-mt'] / med['epoll-et']:.2f}")
 PY
 done
+echo '```' >> "$out/report"
+cp "$out/report" "$report"
+echo "written to $report"

@@ -8,8 +8,10 @@
 //! - [`results`]: the run.json schema, read back by everything else.
 //! - [`charts`]: SVG charts (plotters), one colour per model.
 //! - [`report`]: REPORT.md and the terminal table, generated from run.json.
+//! - [`book`]: the book's generated pages (model diffs, the reference run's results).
 
 pub mod bench;
+pub mod book;
 pub mod charts;
 pub mod report;
 pub mod results;

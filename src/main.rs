@@ -43,6 +43,9 @@ enum Command {
         /// The run folder (it holds run.json).
         dir: PathBuf,
     },
+    /// Regenerate the book's generated pages (book/src/generated): the diffs between
+    /// neighbouring models, and the results of results/reference.
+    Book,
 }
 
 #[derive(clap::Args)]
@@ -182,6 +185,7 @@ fn main() -> ExitCode {
         Command::Load(args) => load(args),
         Command::Bench(args) => run_bench(args),
         Command::Plot { dir } => plot(&dir),
+        Command::Book => book(),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -296,6 +300,17 @@ fn plot(dir: &std::path::Path) -> Result<(), String> {
         "{} charts and REPORT.md written to {}",
         drawn.len(),
         dir.display()
+    );
+    Ok(())
+}
+
+fn book() -> Result<(), String> {
+    // The repository this binary was built from: the book lives beside its sources.
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let written = iomodels::book::write(root)?;
+    println!(
+        "{written} files written to {}",
+        root.join(iomodels::book::GENERATED).display()
     );
     Ok(())
 }

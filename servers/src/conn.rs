@@ -159,6 +159,7 @@ impl Conn {
         }
     }
 
+    // ANCHOR: read
     /// One read(2), then let the handler answer what arrived.
     pub fn read(&mut self, stats: &Stats) -> Io {
         let room = INPUT_LIMIT - self.input.len();
@@ -192,6 +193,7 @@ impl Conn {
             }
         }
     }
+    // ANCHOR_END: read
 
     /// One write(2) of the pending output; once it is all sent, let the handler refill it.
     pub fn write(&mut self, stats: &Stats) -> Io {
@@ -259,6 +261,7 @@ impl Conn {
         }
     }
 
+    // ANCHOR: process
     /// Feed the input to the handler until it needs more input or more output room.
     fn process(&mut self, stats: &Stats) {
         loop {
@@ -285,6 +288,7 @@ impl Conn {
             self.output = Vec::new();
         }
     }
+    // ANCHOR_END: process
 
     /// Close the connection (by dropping the socket), counting it.
     pub fn close(self, stats: &Stats) {

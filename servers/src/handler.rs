@@ -49,6 +49,7 @@ impl Proto {
     }
 }
 
+// ANCHOR: step
 /// Work the connection must run (it needs a clock, so the handler cannot) before the
 /// response the handler has just appended may be sent.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -81,6 +82,7 @@ pub struct Progress {
     pub requests: u64,
     pub step: Step,
 }
+// ANCHOR_END: step
 
 /// One connection's protocol state.
 #[derive(Debug)]
@@ -114,6 +116,7 @@ impl Handler {
         self.proto
     }
 
+    // ANCHOR: handle
     /// Consume complete requests from `input`, append their responses to `output`.
     ///
     /// Call again after every read, after every flush, and after running [`Work`].
@@ -123,6 +126,7 @@ impl Handler {
             Proto::Http => self.http(input, output),
         }
     }
+    // ANCHOR_END: handle
 
     fn echo(&mut self, input: &[u8], output: &mut Vec<u8>) -> Progress {
         let room = OUTPUT_HIGH_WATER.saturating_sub(output.len());

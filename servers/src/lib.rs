@@ -111,6 +111,7 @@ fn always() -> Result<(), String> {
     Ok(())
 }
 
+// ANCHOR: models
 /// The models, in the order the book teaches them.
 pub const MODELS: &[Model] = &[
     Model {
@@ -180,7 +181,8 @@ pub const MODELS: &[Model] = &[
     Model {
         name: "sigio",
         serve: models::sigio::serve,
-        summary: "signal-driven I/O: O_ASYNC, a real-time signal per event, read from a signalfd",
+        summary:
+            "signal-driven I/O: O_ASYNC, a real-time signal per event, taken with sigtimedwait",
         limit: "the real-time signal queue; on overflow, a scan of every connection",
         reuse_port: false,
         available: always,
@@ -202,6 +204,7 @@ pub const MODELS: &[Model] = &[
         available: always,
     },
 ];
+// ANCHOR_END: models
 
 pub fn model(name: &str) -> Option<&'static Model> {
     MODELS.iter().find(|m| m.name == name)

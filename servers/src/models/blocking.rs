@@ -1,3 +1,4 @@
+// ANCHOR: header
 //! `blocking`: a thread per connection, each blocking in read(2) and write(2).
 //!
 //! - What blocks: each thread, in its own read or write; the main thread in accept(2).
@@ -8,6 +9,7 @@
 //!   failed spawn refuses that one connection and the server carries on.
 //! - Against busy-poll: the same read and write calls on the same connection code, but
 //!   on blocking sockets, so a thread sleeps in the kernel until its socket is ready.
+// ANCHOR_END: header
 
 use std::io;
 use std::net::TcpListener;

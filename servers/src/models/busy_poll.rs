@@ -1,3 +1,4 @@
+// ANCHOR: header
 //! `busy-poll`: non-blocking sockets and one thread that asks each of them, again and
 //! again, whether anything has arrived. It never waits and never sleeps.
 //!
@@ -7,6 +8,7 @@
 //! - Limit: the CPU; every idle connection slows every turn.
 //! - Against poll: the same scan over every connection, done in user space with one
 //!   syscall per socket instead of in the kernel with one syscall per turn.
+// ANCHOR_END: header
 
 use std::collections::HashMap;
 use std::io;

@@ -1,3 +1,4 @@
+// ANCHOR: header
 //! `epoll-lt` and `epoll-et`: one thread, one epoll instance that keeps the interest list
 //! in the kernel and hands back only the descriptors that are ready.
 //!
@@ -9,6 +10,7 @@
 //!   one difference in this file: LT reports a socket for as long as it is ready, so it
 //!   reads once per event and arms EPOLLOUT only while output is pending; ET reports a
 //!   change once, so it must repeat reads and writes until EAGAIN, and keeps EPOLLOUT armed.
+// ANCHOR_END: header
 
 use std::collections::HashMap;
 use std::io;

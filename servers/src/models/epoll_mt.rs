@@ -1,3 +1,4 @@
+// ANCHOR: header
 //! `epoll-mt`: one epoll-et loop per core, each with its own listening socket on the
 //! same port (SO_REUSEPORT): how nginx's worker processes share the machine.
 //!
@@ -8,6 +9,7 @@
 //! - Limit: the cores. A connection stays on the loop it landed on, so a few busy
 //!   connections can all land on one loop while another idles.
 //! - Against epoll-et: the same loop, `--threads` times (default: one per CPU).
+// ANCHOR_END: header
 
 use std::io;
 use std::net::TcpListener;

@@ -1,3 +1,4 @@
+// ANCHOR: header
 //! `io-uring`: asynchronous I/O. The loop does not wait for readiness and then read:
 //! it asks the kernel to accept, receive and send, and learns when each is done.
 //!
@@ -11,6 +12,7 @@
 //! - Against epoll-et: the other half of the two phases. epoll says "you can read now"
 //!   and we read; io_uring says "I have read, here are the bytes". The same connection
 //!   code takes the bytes ([`Conn::received`]) and gives them ([`Conn::unsent`]).
+// ANCHOR_END: header
 
 use std::collections::HashMap;
 use std::io;

@@ -1,3 +1,4 @@
+// ANCHOR: header
 //! `poll`: one thread, one poll(2) over an array of every descriptor, rebuilt each turn.
 //!
 //! - What blocks: poll(2), until some descriptor is ready or the timeout passes.
@@ -7,6 +8,7 @@
 //! - Against select: an array of (fd, events, revents) instead of three bit sets, so no
 //!   FD_SETSIZE; the same O(n) scans. Against epoll: the kernel forgets the set after
 //!   each call, so it is handed over again every time.
+// ANCHOR_END: header
 
 use std::collections::HashMap;
 use std::io;

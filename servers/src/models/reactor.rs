@@ -1,3 +1,4 @@
+// ANCHOR: header
 //! `reactor`: Tornado's IOLoop in miniature, over epoll, and a server built on it.
 //!
 //! - What blocks: epoll_wait(2) in `IoLoop::start`, until a descriptor is ready, a
@@ -11,6 +12,7 @@
 //! - Against epoll-lt: the same waiting, but the loop knows nothing of HTTP. It calls
 //!   back whatever was registered: `add_handler`, `add_callback`, `call_later`, and a
 //!   waker so that other threads may `add_callback` too (tornado/ioloop.py).
+// ANCHOR_END: header
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};

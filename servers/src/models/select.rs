@@ -1,3 +1,4 @@
+// ANCHOR: header
 //! `select`: one thread, one select(2) over bit sets of descriptors, rebuilt each turn.
 //!
 //! - What blocks: select(2), until some descriptor is ready or the timeout passes.
@@ -6,6 +7,7 @@
 //! - Limit: an fd_set has FD_SETSIZE (1024) bits. A descriptor >= 1024 cannot be
 //!   watched at all (FD_SET on it writes past the set), so such a connection is refused.
 //! - Against poll: bit sets instead of an array, and the limit; the same O(n) scans.
+// ANCHOR_END: header
 
 use std::collections::HashMap;
 use std::io;

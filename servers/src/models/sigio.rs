@@ -1,3 +1,4 @@
+// ANCHOR: header
 //! `sigio`: signal-driven I/O. The kernel queues a real-time signal for a descriptor
 //! when it becomes ready; the loop takes the signals one by one with sigtimedwait(2),
 //! and each one names its descriptor.
@@ -11,6 +12,7 @@
 //! - Against epoll-et: the same edge-triggered rule (repeat until EAGAIN), but the
 //!   kernel pushes readiness as signals (O_ASYNC, F_SETSIG, F_SETOWN) instead of
 //!   keeping a ready list for epoll_wait.
+// ANCHOR_END: header
 
 use std::collections::HashMap;
 use std::io;

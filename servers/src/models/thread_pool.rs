@@ -1,3 +1,4 @@
+// ANCHOR: header
 //! `thread-pool`: a fixed pool of `--threads N` workers with blocking read(2) and
 //! write(2), fed from a queue: how a thread-based WSGI server runs Django (gunicorn's
 //! gthread worker; Apache's event MPM).
@@ -14,6 +15,7 @@
 //!   threads, not one per connection. A connection holds a worker only while it has a
 //!   request: were idle keep-alive connections to keep theirs, N of them would take
 //!   every worker and the rest would wait in the queue for good.
+// ANCHOR_END: header
 
 use std::collections::{HashMap, VecDeque};
 use std::io;

@@ -1,0 +1,191 @@
+//! The book's generated pages (book/src/generated): the diff between each model and its
+//! neighbour, and everything measured, from results/reference. The chapters include
+//! them; nothing in them is typed by hand. `iomodels book` writes them, and
+//! tests/book.rs fails when one on disk is no longer what this would write.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+
+use similar::TextDiff;
+
+use crate::results::Run;
+use crate::{charts, report};
+
+/// Where the generated pages go, under the repository root.
+pub const GENERATED: &str = "book/src/generated";
+/// The run the book shows, under the repository root.
+pub const REFERENCE: &str = "results/reference";
+
+/// Each model file after the first, and the neighbour it is read against: the file
+/// the book's chapter diffs it with.
+pub const NEIGHBOURS: &[(&str, &str)] = &[
+    ("busy_poll", "blocking"),
+    ("select", "busy_poll"),
+    ("poll", "select"),
+    ("epoll", "poll"),
+    ("thread_pool", "blocking"),
+    ("reactor", "epoll"),
+    ("sigio", "epoll"),
+    ("io_uring", "epoll"),
+    ("epoll_mt", "epoll"),
+];
+
+/// Each chapter's results page: the chapter (and page name), and the series its
+/// tables show — the chapter's model first, then what it is compared with.
+pub const CHAPTER_RESULTS: &[(&str, &[&str])] = &[
+    ("blocking", &["blocking", "thread-pool", "epoll-et"]),
+    ("busy-poll", &["busy-poll", "blocking", "epoll-et"]),
+    ("select", &["select", "poll", "epoll-et"]),
+    ("poll", &["poll", "select", "epoll-et"]),
+    ("epoll", &["epoll-lt", "epoll-et", "poll"]),
+    ("thread-pool", &["thread-pool", "blocking", "epoll-et"]),
+    ("reactor", &["reactor", "epoll-lt", "tornado"]),
+    ("sigio", &["sigio", "epoll-et"]),
+    ("io-uring", &["io-uring", "epoll-et"]),
+    ("epoll-mt", &["epoll-mt", "epoll-et", "nginx"]),
+];
+
+/// Every generated file: its path under the repository root, and its bytes.
+pub fn generate(root: &Path) -> Result<BTreeMap<PathBuf, Vec<u8>>, String> {
+    let out = Path::new(GENERATED);
+    let mut files = BTreeMap::new();
+    let read = |path: &Path| {
+        std::fs::read_to_string(root.join(path))
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))
+    };
+
+    let models = Path::new("servers/src/models");
+    for (file, neighbour) in NEIGHBOURS {
+        let old = models.join(format!("{neighbour}.rs"));
+        let new = models.join(format!("{file}.rs"));
+        let diff = TextDiff::from_lines(&read(&old)?, &read(&new)?)
+            .unified_diff()
+            .context_radius(3)
+            .header(&old.display().to_string(), &new.display().to_string())
+            .to_string();
+        files.insert(
+            out.join("diffs").join(format!("{neighbour}-{file}.diff")),
+            diff.into_bytes(),
+        );
+    }
+
+    let reference = root.join(REFERENCE);
+    let run = Run::load(&reference)?;
+    // The charts are the committed ones, byte for byte; drawing them again (into a
+    // scratch folder) only says which there are and what they are called.
+    static CALLS: AtomicUsize = AtomicUsize::new(0);
+    let scratch = std::env::temp_dir().join(format!(
+        "iomodels-book-{}-{}",
+        std::process::id(),
+        CALLS.fetch_add(1, Relaxed)
+    ));
+    std::fs::create_dir_all(&scratch).map_err(|e| e.to_string())?;
+    let drawn = charts::draw_all(&run, &scratch);
+    let _ = std::fs::remove_dir_all(&scratch);
+    let drawn = drawn?;
+    for chart in &drawn {
+        let path = reference.join(&chart.file);
+        let svg = std::fs::read(&path).map_err(|e| {
+            format!(
+                "cannot read {}: {e} (run `cargo run -- plot {REFERENCE}`)",
+                path.display()
+            )
+        })?;
+        files.insert(out.join("charts").join(&chart.file), svg);
+        // What the chart shows, alone, for the chapters that show it.
+        let sentence = report::sentence(&run, &chart.file) + "\n";
+        let name = chart.file.trim_end_matches(".svg");
+        files.insert(
+            out.join("sentences").join(format!("{name}.md")),
+            sentence.into_bytes(),
+        );
+    }
+
+    // Pages included by chapters in book/src, so the charts are one folder down.
+    files.insert(
+        out.join("machine.md"),
+        report::machine_md(&run).into_bytes(),
+    );
+    for experiment in crate::results::EXPERIMENTS {
+        let md = report::section(&run, &drawn, experiment, "generated/charts/");
+        files.insert(
+            out.join("experiments").join(format!("{experiment}.md")),
+            md.into_bytes(),
+        );
+        files.insert(
+            out.join("tables").join(format!("{experiment}.md")),
+            report::table(&run, experiment).into_bytes(),
+        );
+    }
+    for (chapter, series) in CHAPTER_RESULTS {
+        files.insert(
+            out.join("models").join(format!("{chapter}.md")),
+            report::model_md(&run, series).into_bytes(),
+        );
+    }
+    Ok(files)
+}
+
+/// Write every generated file, and remove any other file under [`GENERATED`].
+/// Returns how many files were written.
+pub fn write(root: &Path) -> Result<usize, String> {
+    let files = generate(root)?;
+    for path in existing(root)? {
+        if !files.contains_key(&path) {
+            std::fs::remove_file(root.join(&path))
+                .map_err(|e| format!("cannot remove {}: {e}", path.display()))?;
+        }
+    }
+    for (path, bytes) in &files {
+        let full = root.join(path);
+        if let Some(dir) = full.parent() {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        }
+        std::fs::write(&full, bytes)
+            .map_err(|e| format!("cannot write {}: {e}", full.display()))?;
+    }
+    Ok(files.len())
+}
+
+/// The generated files that are missing, different from what [`generate`] makes, or
+/// no longer made; empty when the book is up to date.
+pub fn stale(root: &Path) -> Result<Vec<String>, String> {
+    let files = generate(root)?;
+    let mut stale = Vec::new();
+    for (path, bytes) in &files {
+        match std::fs::read(root.join(path)) {
+            Ok(on_disk) if on_disk == *bytes => {}
+            Ok(_) => stale.push(format!("{} differs", path.display())),
+            Err(_) => stale.push(format!("{} is missing", path.display())),
+        }
+    }
+    for path in existing(root)? {
+        if !files.contains_key(&path) {
+            stale.push(format!("{} is no longer generated", path.display()));
+        }
+    }
+    Ok(stale)
+}
+
+/// The files under [`GENERATED`] now, relative to the root.
+fn existing(root: &Path) -> Result<Vec<PathBuf>, String> {
+    let mut found = Vec::new();
+    let mut dirs = vec![root.join(GENERATED)];
+    while let Some(dir) = dirs.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries {
+            let path = entry.map_err(|e| e.to_string())?.path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else {
+                let relative = path.strip_prefix(root).map_err(|e| e.to_string())?;
+                found.push(relative.to_path_buf());
+            }
+        }
+    }
+    Ok(found)
+}
