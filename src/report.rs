@@ -160,6 +160,10 @@ fn grid(
     let (_, y) = table_value(experiment);
     let mut series = run.series(experiment, y);
     series.retain(|s| shown(&s.name, only));
+    if let Some(models) = only {
+        // In the order asked for: a chapter's own model first.
+        series.sort_by_key(|s| models.iter().position(|m| shown(&s.name, Some(&[m]))));
+    }
     let mut xs: Vec<f64> = series
         .iter()
         .flat_map(|s| {
@@ -259,7 +263,11 @@ fn counters_md(run: &Run, only: Option<&[&str]>) -> String {
     let rss = run.series("idle", |p| {
         p.server.as_ref().map(|s| s.rss_kb as f64 / 1024.0)
     });
-    for s in cpu.iter().filter(|s| shown(&s.name, only)) {
+    let mut rows: Vec<&Series> = cpu.iter().filter(|s| shown(&s.name, only)).collect();
+    if let Some(models) = only {
+        rows.sort_by_key(|s| models.iter().position(|m| shown(&s.name, Some(&[m]))));
+    }
+    for s in rows {
         let Some(&(x, _, _)) = s.values.last() else {
             continue;
         };
