@@ -215,12 +215,15 @@ fn serve(args: ServeArgs) -> Result<(), String> {
     let listener = servers::listen(addr, config.backlog, model.reuse_port)
         .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
     let local = listener.local_addr().map_err(|e| e.to_string())?;
-    eprintln!(
-        "iomodels: {} listening on {local} ({}, fd limit {limit})",
-        model.name,
-        config.proto.name()
-    );
-    servers::run(model, listener, config).map_err(|e| format!("{} failed: {e}", model.name))?;
+    let proto = config.proto.name();
+    let listening = || {
+        eprintln!(
+            "iomodels: {} listening on {local} ({proto}, fd limit {limit})",
+            model.name
+        );
+    };
+    servers::run(model, listener, config, listening)
+        .map_err(|e| format!("{} failed: {e}", model.name))?;
     Ok(())
 }
 

@@ -184,6 +184,32 @@ impl Server {
         }
     }
 
+    /// The counters now (SIGUSR1), the server running on.
+    #[track_caller]
+    fn snapshot(&self) -> Snapshot {
+        self.signal(Signal::SIGUSR1);
+        let line = self.next_line();
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("{}: {line:?}: {e}", self.model))
+    }
+
+    /// Ask for snapshots until one shows a wait call: the model is in its loop.
+    #[track_caller]
+    fn wait_until_waiting(&self) {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let snapshot = self.snapshot();
+            if snapshot.wait_calls > 0 {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{}: never waited: {snapshot:?}",
+                self.model
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Whether the server said `needle` on stderr; its lines are read by another
     /// thread, so wait for them boundedly.
     fn logged(&self, needle: &str) -> bool {
@@ -563,6 +589,9 @@ fn echo_is_byte_exact(model: &'static str) {
 
 fn sigterm_exits_0_with_counters(model: &'static str) {
     let server = Server::start(model, &[]);
+    // Past its setup and into its loop (a model may serve what is already queued at
+    // setup, before it ever waits): then its wait calls must show in the counters.
+    server.wait_until_waiting();
     let mut client = server.connect();
     client.get("/");
     client.get("/bytes/10");
@@ -764,9 +793,21 @@ fn thread_pool_with_every_worker_busy_queues_and_says_so() {
         server.logged("all 1 workers are busy"),
         "the queue is not hidden"
     );
-    let counters = server.stop_for_counters();
-    assert!(counters.queued_peak >= 1, "{counters:?}");
-    assert_eq!(counters.queued, 0, "{counters:?}");
+    // The queue drains: every connection counted in is taken by a worker and counted
+    // out (the clients' closes queue their connections once more, so wait for it).
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let now = server.snapshot();
+        assert!(now.queued_peak >= 1, "{now:?}");
+        if now.queued == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the queue never drained: {now:?}"
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
 }
 
 #[test]

@@ -233,8 +233,15 @@ pub fn raise_fd_limit() -> io::Result<u64> {
 }
 
 /// Run `model` on `listener` until SIGINT or SIGTERM; print its counters as one JSON line
-/// on stdout then (and on every SIGUSR1), and return them.
-pub fn run(model: &Model, listener: TcpListener, config: Config) -> io::Result<Snapshot> {
+/// on stdout then (and on every SIGUSR1), and return them. `ready` is called once the
+/// signals are handled: only then may the caller say that it listens (a SIGUSR1 sent
+/// earlier would still have its default action, and end the process).
+pub fn run(
+    model: &Model,
+    listener: TcpListener,
+    config: Config,
+    ready: impl FnOnce(),
+) -> io::Result<Snapshot> {
     let server = Arc::new(Server::new(config));
     let mut signals = Signals::new([SIGINT, SIGTERM, SIGUSR1])?;
     let watcher = Arc::clone(&server);
@@ -250,6 +257,7 @@ pub fn run(model: &Model, listener: TcpListener, config: Config) -> io::Result<S
                 }
             }
         })?;
+    ready();
     server.stats.thread_started();
     (model.serve)(listener, &server)?;
     let snapshot = server.stats.snapshot(model.name);

@@ -88,6 +88,7 @@ pub fn serve(listener: TcpListener, server: &Arc<Server>) -> io::Result<()> {
         // One signal per call: the descriptor that became ready, or an overflow; or
         // nothing within the tick.
         let Some(info) = wait_signal(&mask, &tick)? else {
+            server.stats.waited(0, 0);
             continue;
         };
         server.stats.waited(1, 1);

@@ -127,8 +127,12 @@ fn enqueue(pool: &Pool, conn: Conn, stats: &Stats) {
             pool.workers
         );
     }
-    pool.queue.lock().unwrap().push_back(conn);
+    // Counted under the queue's lock: a worker may take the connection as soon as the
+    // lock is free, and must never count it out before it was counted in.
+    let mut queue = pool.queue.lock().unwrap();
+    queue.push_back(conn);
     stats.queued_more();
+    drop(queue);
     pool.ready.notify_one();
 }
 // ANCHOR_END: enqueue
