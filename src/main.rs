@@ -165,7 +165,7 @@ struct ServeArgs {
     executor: Option<usize>,
     /// `thread-pool`: workers [default: 16]; `epoll-mt`: loops [default: one per CPU].
     #[arg(long)]
-    threads: Option<usize>,
+    threads: Option<std::num::NonZeroUsize>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -206,7 +206,7 @@ fn serve(args: ServeArgs) -> Result<(), String> {
         backlog: args.backlog,
         stack_size: args.stack_size,
         executor: args.executor.unwrap_or_else(servers::default_executor),
-        threads: args.threads,
+        threads: args.threads.map(std::num::NonZeroUsize::get),
     };
     (model.available)().map_err(|e| format!("{} cannot run here: {e}", model.name))?;
     let limit = servers::raise_fd_limit()

@@ -192,18 +192,18 @@ impl Server {
         serde_json::from_str(&line).unwrap_or_else(|e| panic!("{}: {line:?}: {e}", self.model))
     }
 
-    /// Ask for snapshots until one shows a wait call: the model is in its loop.
+    /// Ask for snapshots until one satisfies `done` (boundedly); returns that one.
     #[track_caller]
-    fn wait_until_waiting(&self) {
+    fn counters_until(&self, what: &str, done: impl Fn(&Snapshot) -> bool) -> Snapshot {
         let deadline = Instant::now() + PATIENCE;
         loop {
             let snapshot = self.snapshot();
-            if snapshot.wait_calls > 0 {
-                return;
+            if done(&snapshot) {
+                return snapshot;
             }
             assert!(
                 Instant::now() < deadline,
-                "{}: never waited: {snapshot:?}",
+                "{}: {what}: {snapshot:?}",
                 self.model
             );
             thread::sleep(Duration::from_millis(20));
@@ -591,7 +591,7 @@ fn sigterm_exits_0_with_counters(model: &'static str) {
     let server = Server::start(model, &[]);
     // Past its setup and into its loop (a model may serve what is already queued at
     // setup, before it ever waits): then its wait calls must show in the counters.
-    server.wait_until_waiting();
+    server.counters_until("never waited", |c| c.wait_calls > 0);
     let mut client = server.connect();
     client.get("/");
     client.get("/bytes/10");
@@ -795,19 +795,8 @@ fn thread_pool_with_every_worker_busy_queues_and_says_so() {
     );
     // The queue drains: every connection counted in is taken by a worker and counted
     // out (the clients' closes queue their connections once more, so wait for it).
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        let now = server.snapshot();
-        assert!(now.queued_peak >= 1, "{now:?}");
-        if now.queued == 0 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the queue never drained: {now:?}"
-        );
-        thread::sleep(Duration::from_millis(20));
-    }
+    let drained = server.counters_until("the queue never drained", |c| c.queued == 0);
+    assert!(drained.queued_peak >= 1, "{drained:?}");
 }
 
 #[test]
