@@ -9,6 +9,8 @@ use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 
 use similar::TextDiff;
 
+use iomodels_servers::{self as servers, MODELS};
+
 use crate::results::Run;
 use crate::{charts, report};
 
@@ -17,28 +19,15 @@ pub const GENERATED: &str = "book/src/generated";
 /// The run the book shows, under the repository root.
 pub const REFERENCE: &str = "results/reference";
 
-/// Each model file after the first, and the neighbour it is read against: the file
-/// the book's chapter diffs it with.
-pub const NEIGHBOURS: &[(&str, &str)] = &[
-    ("busy_poll", "blocking"),
-    ("select", "busy_poll"),
-    ("poll", "select"),
-    ("epoll", "poll"),
-    ("thread_pool", "blocking"),
-    ("reactor", "epoll"),
-    ("sigio", "epoll"),
-    ("io_uring", "epoll"),
-    ("epoll_mt", "epoll"),
-];
-
-/// Each chapter's results page: the chapter (and page name), and the series its
+/// Each model chapter's results page: the model (and page name), and the series its
 /// tables show — the chapter's model first, then what it is compared with.
 pub const CHAPTER_RESULTS: &[(&str, &[&str])] = &[
     ("blocking", &["blocking", "thread-pool", "epoll-et"]),
     ("busy-poll", &["busy-poll", "blocking", "epoll-et"]),
     ("select", &["select", "poll", "epoll-et"]),
     ("poll", &["poll", "select", "epoll-et"]),
-    ("epoll", &["epoll-lt", "epoll-et", "poll"]),
+    ("epoll-lt", &["epoll-lt", "epoll-et", "poll"]),
+    ("epoll-et", &["epoll-et", "epoll-lt", "poll"]),
     ("thread-pool", &["thread-pool", "blocking", "epoll-et"]),
     ("reactor", &["reactor", "epoll-lt", "tornado"]),
     ("sigio", &["sigio", "epoll-et"]),
@@ -55,20 +44,27 @@ pub fn generate(root: &Path) -> Result<BTreeMap<PathBuf, Vec<u8>>, String> {
             .map_err(|e| format!("cannot read {}: {e}", path.display()))
     };
 
+    // Each model against its neighbour: `NEIGHBOUR--MODEL.diff`, in the models' own
+    // spelling.
     let models = Path::new("servers/src/models");
-    for (file, neighbour) in NEIGHBOURS {
-        let old = models.join(format!("{neighbour}.rs"));
-        let new = models.join(format!("{file}.rs"));
+    for model in MODELS {
+        let Some(neighbour) = model.neighbour.and_then(servers::model) else {
+            continue;
+        };
+        let old = models.join(neighbour.file());
+        let new = models.join(model.file());
         let diff = TextDiff::from_lines(&read(&old)?, &read(&new)?)
             .unified_diff()
             .context_radius(3)
             .header(&old.display().to_string(), &new.display().to_string())
             .to_string();
         files.insert(
-            out.join("diffs").join(format!("{neighbour}-{file}.diff")),
+            out.join("diffs")
+                .join(format!("{}--{}.diff", neighbour.name, model.name)),
             diff.into_bytes(),
         );
     }
+    files.insert(out.join("models-table.md"), models_table().into_bytes());
 
     let reference = root.join(REFERENCE);
     let run = Run::load(&reference)?;
@@ -125,6 +121,27 @@ pub fn generate(root: &Path) -> Result<BTreeMap<PathBuf, Vec<u8>>, String> {
         );
     }
     Ok(files)
+}
+
+/// The table of model chapters: each model, its file, and the neighbour it is diffed
+/// with, from the models table.
+fn models_table() -> String {
+    let mut md = String::from("| chapter | what it is | file | diffed with |\n|---|---|---|---|\n");
+    for m in MODELS {
+        let against = m
+            .neighbour
+            .and_then(servers::model)
+            .map_or("— (the first)".to_string(), |n| {
+                format!("[{}](models/{}.md), `{}`", n.name, n.name, n.file())
+            });
+        md.push_str(&format!(
+            "| [{0}](models/{0}.md) | {1} | `{2}` | {against} |\n",
+            m.name,
+            m.summary,
+            m.file()
+        ));
+    }
+    md
 }
 
 /// Write every generated file, and remove any other file under [`GENERATED`].

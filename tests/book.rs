@@ -301,3 +301,65 @@ fn the_charts_the_book_is_built_around_are_embedded() {
         );
     }
 }
+
+/// The sections every model file has, in this order: a reader moves from one file to
+/// the next and finds each step where it was in the last.
+const SECTIONS: [&str; 9] = [
+    "header", "state", "setup", "wait", "dispatch", "accept", "readable", "writable", "close",
+];
+
+#[test]
+fn every_model_file_has_the_same_sections_in_the_same_order() {
+    let models = root().join("servers/src/models");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&models).unwrap() {
+        let path = entry.unwrap().path();
+        if path.file_name().unwrap() == "mod.rs" {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        let opened: Vec<&str> = text
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("// ANCHOR: "))
+            .map(str::trim)
+            .collect();
+        let closed = |name: &str| {
+            text.lines()
+                .any(|l| l.trim().strip_prefix("// ANCHOR_END: ") == Some(name))
+        };
+        let order: Vec<&str> = opened
+            .iter()
+            .copied()
+            .filter(|a| SECTIONS.contains(a))
+            .collect();
+        assert_eq!(
+            order,
+            SECTIONS,
+            "{}: the sections {SECTIONS:?} must each appear once, in this order (a model \
+             without a step says so in one line under its anchor)",
+            path.display()
+        );
+        for name in SECTIONS {
+            assert!(closed(name), "{}: no ANCHOR_END: {name}", path.display());
+        }
+        checked += 1;
+    }
+    assert_eq!(
+        checked,
+        iomodels_servers::MODELS.len(),
+        "one file per model"
+    );
+}
+
+#[test]
+fn every_model_has_a_chapter_under_its_own_name() {
+    for model in iomodels_servers::MODELS {
+        let chapter = src().join("models").join(format!("{}.md", model.name));
+        assert!(
+            chapter.exists(),
+            "{} has no chapter {}",
+            model.name,
+            chapter.display()
+        );
+    }
+}

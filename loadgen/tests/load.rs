@@ -24,7 +24,7 @@ fn epoll_server_with_counters(proto: servers::Proto) -> (SocketAddr, Arc<Server>
         ..servers::Config::default()
     }));
     let serving = Arc::clone(&server);
-    thread::spawn(move || models::epoll::serve_et(listener, &serving));
+    thread::spawn(move || models::epoll_et::serve(listener, &serving));
     (addr, server)
 }
 

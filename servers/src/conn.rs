@@ -17,6 +17,7 @@ use nix::errno::Errno;
 use nix::sys::socket::{accept4, recv, MsgFlags, SockFlag};
 
 use crate::handler::{service_unavailable, Handler, Proto, Step, Work};
+use crate::server::Server;
 use crate::stats::Stats;
 
 /// A connection holds at most this much unconsumed input. When it is full (the handler
@@ -60,6 +61,17 @@ enum Pending {
 pub struct Interest {
     pub read: bool,
     pub write: bool,
+}
+
+impl Interest {
+    pub const READ: Interest = Interest {
+        read: true,
+        write: false,
+    };
+    pub const READ_WRITE: Interest = Interest {
+        read: true,
+        write: true,
+    };
 }
 
 pub struct Conn {
@@ -400,6 +412,21 @@ impl Acceptor {
         }
     }
 
+    /// Every connection waiting on the listen queue, until accept would block: the loop
+    /// a model runs when its listener is readable. Connections refused on the way (out of
+    /// descriptors) are counted and skipped.
+    pub fn incoming<'a>(
+        &'a mut self,
+        listener: &'a TcpListener,
+        server: &'a Server,
+    ) -> Incoming<'a> {
+        Incoming {
+            acceptor: self,
+            listener,
+            server,
+        }
+    }
+
     fn shed(&mut self, listener: &TcpListener, stats: &Stats) -> Accepted {
         if !self.warned {
             eprintln!(
@@ -425,6 +452,28 @@ impl Acceptor {
         // Only now, with the refused connection closed, is there a slot for the spare.
         self.spare = File::open("/dev/null").ok();
         refused
+    }
+}
+
+/// The connections waiting on a listener: see [`Acceptor::incoming`].
+pub struct Incoming<'a> {
+    acceptor: &'a mut Acceptor,
+    listener: &'a TcpListener,
+    server: &'a Server,
+}
+
+impl Iterator for Incoming<'_> {
+    type Item = Conn;
+
+    fn next(&mut self) -> Option<Conn> {
+        let Server { config, stats, .. } = self.server;
+        loop {
+            match self.acceptor.accept(self.listener, config.proto, stats) {
+                Accepted::Conn(conn) => return Some(conn),
+                Accepted::Refused => continue,
+                Accepted::WouldBlock => return None,
+            }
+        }
     }
 }
 

@@ -6,6 +6,7 @@
 //! - [`conn`]: the connection every model shares: socket, bounded buffers, handler;
 //!   and accept with the EMFILE trap handled.
 //! - [`stats`]: the counters every model keeps the same way.
+//! - [`server`]: what every model is handed: [`Config`], [`Server`], [`ServeFn`], [`listen`].
 //! - [`models`]: one file per I/O model, each showing its whole loop.
 //! - [`MODELS`]: the table of models that the CLI, the tests and the suite iterate over.
 //! - [`run`]: listen, install the signal handling, run a model, print its counters.
@@ -13,88 +14,26 @@
 pub mod conn;
 pub mod handler;
 pub mod models;
+pub mod server;
 pub mod stats;
 
 use std::io;
-use std::net::{SocketAddr, TcpListener};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::net::TcpListener;
 use std::sync::Arc;
 
-use nix::sys::resource::{getrlimit, setrlimit, Resource};
 use signal_hook::consts::{SIGINT, SIGTERM, SIGUSR1};
 use signal_hook::iterator::Signals;
-use socket2::{Domain, Socket, Type};
 
 pub use handler::Proto;
+pub use server::{default_executor, listen, raise_fd_limit, Config, ServeFn, Server};
 pub use stats::{Snapshot, Stats};
-
-/// Settings a model is started with.
-#[derive(Clone, Debug)]
-pub struct Config {
-    pub proto: Proto,
-    /// listen(2) backlog (the kernel caps it at net.core.somaxconn).
-    pub backlog: i32,
-    /// `blocking`: each connection thread's stack, in bytes.
-    pub stack_size: usize,
-    /// `reactor`: threads running blocking work off the loop (0: on the loop).
-    pub executor: usize,
-    /// `thread-pool`: workers; `epoll-mt`: loops. None: the model's default.
-    pub threads: Option<usize>,
-}
-
-impl Default for Config {
-    fn default() -> Config {
-        Config {
-            proto: Proto::Http,
-            backlog: 4096,
-            stack_size: 64 * 1024,
-            executor: default_executor(),
-            threads: None,
-        }
-    }
-}
-
-/// Python's ThreadPoolExecutor default, which Tornado's `run_in_executor` uses:
-/// min(32, CPUs + 4).
-pub fn default_executor() -> usize {
-    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-    (cpus + 4).min(32)
-}
-
-/// What every thread of a running model shares: its settings, counters and stop flag.
-#[derive(Debug)]
-pub struct Server {
-    pub config: Config,
-    pub stats: Stats,
-    stop: AtomicBool,
-}
-
-impl Server {
-    pub fn new(config: Config) -> Server {
-        Server {
-            config,
-            stats: Stats::default(),
-            stop: AtomicBool::new(false),
-        }
-    }
-
-    /// True once SIGINT or SIGTERM arrived: the model returns from `serve`.
-    pub fn stopping(&self) -> bool {
-        self.stop.load(Ordering::Relaxed)
-    }
-
-    pub fn stop(&self) {
-        self.stop.store(true, Ordering::Relaxed);
-    }
-}
-
-/// Every model serves with this signature: it owns the listener and returns when
-/// `server.stopping()`.
-pub type ServeFn = fn(TcpListener, &Arc<Server>) -> io::Result<()>;
 
 /// One entry of the table of models.
 pub struct Model {
-    /// The one spelling used everywhere: CLI, file, JSON, chapter, chart legend.
+    /// The one spelling a reader meets everywhere: the CLI value, `"model"` in JSON, the
+    /// chapter (`book/src/models/NAME.md`), chart legends and the generated diffs. The
+    /// source file is the same name with `_` for `-`, as Rust module names must be
+    /// ([`Model::file`]).
     pub name: &'static str,
     pub serve: ServeFn,
     pub summary: &'static str,
@@ -104,6 +43,16 @@ pub struct Model {
     pub reuse_port: bool,
     /// Whether this kernel lets it run (io_uring may be disabled); Err says why.
     pub available: fn() -> Result<(), String>,
+    /// The model it is read against (its header's "Against ..."): the book shows the
+    /// diff between the two files. None for the first.
+    pub neighbour: Option<&'static str>,
+}
+
+impl Model {
+    /// Its source file under `servers/src/models/`: the name with `_` for `-`.
+    pub fn file(&self) -> String {
+        format!("{}.rs", self.name.replace('-', "_"))
+    }
 }
 
 /// Every model but io-uring runs wherever Linux does.
@@ -121,6 +70,7 @@ pub const MODELS: &[Model] = &[
         limit: "threads: stack memory and context switches",
         reuse_port: false,
         available: always,
+        neighbour: None,
     },
     Model {
         name: "busy-poll",
@@ -129,6 +79,7 @@ pub const MODELS: &[Model] = &[
         limit: "burns a whole CPU, even when idle",
         reuse_port: false,
         available: always,
+        neighbour: Some("blocking"),
     },
     Model {
         name: "select",
@@ -137,6 +88,7 @@ pub const MODELS: &[Model] = &[
         limit: "fd < FD_SETSIZE (1024); O(max fd) per call",
         reuse_port: false,
         available: always,
+        neighbour: Some("busy-poll"),
     },
     Model {
         name: "poll",
@@ -145,22 +97,25 @@ pub const MODELS: &[Model] = &[
         limit: "O(n) per call",
         reuse_port: false,
         available: always,
+        neighbour: Some("select"),
     },
     Model {
         name: "epoll-lt",
-        serve: models::epoll::serve_lt,
+        serve: models::epoll_lt::serve,
         summary: "epoll, level-triggered: the kernel keeps the ready list",
         limit: "none of its own",
         reuse_port: false,
         available: always,
+        neighbour: Some("poll"),
     },
     Model {
         name: "epoll-et",
-        serve: models::epoll::serve_et,
+        serve: models::epoll_et::serve,
         summary: "epoll, edge-triggered: one event per change, drain until EAGAIN",
         limit: "none of its own",
         reuse_port: false,
         available: always,
+        neighbour: Some("epoll-lt"),
     },
     Model {
         name: "thread-pool",
@@ -169,6 +124,7 @@ pub const MODELS: &[Model] = &[
         limit: "N requests at a time (--threads); the rest wait in the queue",
         reuse_port: false,
         available: always,
+        neighbour: Some("blocking"),
     },
     Model {
         name: "reactor",
@@ -177,6 +133,7 @@ pub const MODELS: &[Model] = &[
         limit: "one thread runs every handler: blocking work needs the executor",
         reuse_port: false,
         available: always,
+        neighbour: Some("epoll-lt"),
     },
     Model {
         name: "sigio",
@@ -186,6 +143,7 @@ pub const MODELS: &[Model] = &[
         limit: "the real-time signal queue; on overflow, a scan of every connection",
         reuse_port: false,
         available: always,
+        neighbour: Some("epoll-et"),
     },
     Model {
         name: "io-uring",
@@ -194,6 +152,7 @@ pub const MODELS: &[Model] = &[
         limit: "the kernel must allow io_uring; buffers belong to the kernel in flight",
         reuse_port: false,
         available: models::io_uring::available,
+        neighbour: Some("epoll-et"),
     },
     Model {
         name: "epoll-mt",
@@ -202,34 +161,13 @@ pub const MODELS: &[Model] = &[
         limit: "the cores; a connection stays on the loop it landed on",
         reuse_port: true,
         available: always,
+        neighbour: Some("epoll-et"),
     },
 ];
 // ANCHOR_END: models
 
 pub fn model(name: &str) -> Option<&'static Model> {
     MODELS.iter().find(|m| m.name == name)
-}
-
-/// A listening socket: SO_REUSEADDR so a restarted server can bind at once;
-/// SO_REUSEPORT with `reuse_port`, so that several sockets share the port.
-pub fn listen(addr: SocketAddr, backlog: i32, reuse_port: bool) -> io::Result<TcpListener> {
-    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
-    socket.set_reuse_address(true)?;
-    if reuse_port {
-        socket.set_reuse_port(true)?;
-    }
-    socket.bind(&addr.into())?;
-    socket.listen(backlog)?;
-    Ok(socket.into())
-}
-
-/// Raise the soft descriptor limit to the hard one: C10K needs more than the usual 1024.
-pub fn raise_fd_limit() -> io::Result<u64> {
-    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE)?;
-    if soft < hard {
-        setrlimit(Resource::RLIMIT_NOFILE, hard, hard)?;
-    }
-    Ok(hard)
 }
 
 /// Run `model` on `listener` until SIGINT or SIGTERM; print its counters as one JSON line

@@ -89,6 +89,9 @@ impl Stats {
 }
 
 /// The counters at one instant, as printed (one JSON line) on SIGUSR1 and at exit.
+///
+/// Tallies only grow; `open`, `threads`, `queued` and their peaks are levels, read at the
+/// instant. [`Snapshot::since`] turns two snapshots into what happened between them.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(default)]
 pub struct Snapshot {
@@ -109,4 +112,30 @@ pub struct Snapshot {
     pub threads_peak: u64,
     pub queued: u64,
     pub queued_peak: u64,
+}
+
+impl Snapshot {
+    /// What happened between `earlier` and `self`: each tally's increase (saturating, so a
+    /// restarted server reads as zero, never as a wrap), each level as it is now.
+    pub fn since(&self, earlier: &Snapshot) -> Snapshot {
+        let delta = |now: u64, then: u64| now.saturating_sub(then);
+        Snapshot {
+            model: self.model.clone(),
+            accepted: delta(self.accepted, earlier.accepted),
+            refused: delta(self.refused, earlier.refused),
+            closed: delta(self.closed, earlier.closed),
+            open: self.open,
+            requests: delta(self.requests, earlier.requests),
+            bytes_in: delta(self.bytes_in, earlier.bytes_in),
+            bytes_out: delta(self.bytes_out, earlier.bytes_out),
+            wait_calls: delta(self.wait_calls, earlier.wait_calls),
+            fds_scanned: delta(self.fds_scanned, earlier.fds_scanned),
+            events: delta(self.events, earlier.events),
+            empty_reads: delta(self.empty_reads, earlier.empty_reads),
+            threads: self.threads,
+            threads_peak: self.threads_peak,
+            queued: self.queued,
+            queued_peak: self.queued_peak,
+        }
+    }
 }

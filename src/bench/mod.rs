@@ -505,24 +505,7 @@ fn metrics(
     p1: &ProcSample,
 ) -> ServerMetrics {
     let counters = match (s0, s1) {
-        (Some(a), Some(b)) => Some(Snapshot {
-            model: b.model.clone(),
-            accepted: b.accepted - a.accepted,
-            refused: b.refused - a.refused,
-            closed: b.closed - a.closed,
-            open: b.open,
-            requests: b.requests - a.requests,
-            bytes_in: b.bytes_in - a.bytes_in,
-            bytes_out: b.bytes_out - a.bytes_out,
-            wait_calls: b.wait_calls - a.wait_calls,
-            fds_scanned: b.fds_scanned - a.fds_scanned,
-            events: b.events - a.events,
-            empty_reads: b.empty_reads - a.empty_reads,
-            threads: b.threads,
-            threads_peak: b.threads_peak,
-            queued: b.queued,
-            queued_peak: b.queued_peak,
-        }),
+        (Some(before), Some(after)) => Some(after.since(before)),
         _ => None,
     };
     ServerMetrics {

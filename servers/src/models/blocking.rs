@@ -19,8 +19,13 @@ use std::thread;
 
 use socket2::SockRef;
 
-use crate::conn::{Accepted, Acceptor, Conn, WAIT_TIMEOUT};
-use crate::Server;
+use crate::conn::{Acceptor, Conn, WAIT_TIMEOUT};
+use crate::server::Server;
+use crate::stats::Stats;
+
+// ANCHOR: state
+// No shared state: each connection is owned by its own thread, on that thread's stack.
+// ANCHOR_END: state
 
 pub fn serve(listener: TcpListener, server: &Arc<Server>) -> io::Result<()> {
     // ANCHOR: setup
@@ -31,13 +36,16 @@ pub fn serve(listener: TcpListener, server: &Arc<Server>) -> io::Result<()> {
     // ANCHOR_END: setup
 
     while !server.stopping() {
-        // ANCHOR: accept
+        // ANCHOR: wait
+        // The only wait of the main thread: a blocking accept(2).
         server.stats.waited(1, 0);
-        match acceptor.accept(&listener, server.config.proto, &server.stats) {
-            Accepted::Conn(conn) => spawn(conn, server),
-            Accepted::Refused | Accepted::WouldBlock => continue,
-        }
-        // ANCHOR_END: accept
+        let Some(conn) = acceptor.incoming(&listener, server).next() else {
+            continue;
+        };
+        // ANCHOR_END: wait
+        // ANCHOR: dispatch
+        spawn(conn, server);
+        // ANCHOR_END: dispatch
     }
     // The connection threads are still blocked in read; they end with the process.
     Ok(())
@@ -55,7 +63,7 @@ fn spawn(conn: Conn, server: &Arc<Server>) {
         .spawn(move || {
             if let Ok(conn) = receive.recv() {
                 shared.stats.thread_started();
-                serve_conn(conn, &shared);
+                serve_conn(conn, &shared.stats);
                 shared.stats.thread_ended();
             }
         });
@@ -74,33 +82,47 @@ fn spawn(conn: Conn, server: &Arc<Server>) {
 }
 // ANCHOR_END: spawn
 
-// ANCHOR: dispatch
-/// One connection's whole life, on its own thread.
-fn serve_conn(mut conn: Conn, server: &Server) {
+// ANCHOR: serve_conn
+/// One connection's whole life, on its own thread: write what is pending, else read.
+fn serve_conn(mut conn: Conn, stats: &Stats) {
     // An accepted socket inherits the listener's SO_RCVTIMEO: clear it, so this thread
     // sleeps in read until data comes instead of waking every WAIT_TIMEOUT.
     let _ = conn.stream.set_read_timeout(None);
-    loop {
-        // ANCHOR: writable
+    while !conn.is_done() {
         if conn.wants_write() {
-            // Blocks until the kernel has taken some of it.
-            conn.write(&server.stats);
-        // ANCHOR_END: writable
-        // ANCHOR: readable
+            writable(&mut conn, stats);
         } else if conn.wants_read() {
-            // Every read is a wait on this one descriptor: the thread sleeps here.
-            server.stats.waited(1, 1);
-            conn.read(&server.stats);
-        // ANCHOR_END: readable
+            readable(&mut conn, stats);
         } else {
             break;
         }
-        if conn.is_done() {
-            break;
-        }
     }
-    // ANCHOR: close
-    conn.close(&server.stats);
-    // ANCHOR_END: close
+    close(conn, stats);
 }
-// ANCHOR_END: dispatch
+// ANCHOR_END: serve_conn
+
+// ANCHOR: accept
+// No accept step of its own: the blocking accept(2) is the main thread's wait (above).
+// ANCHOR_END: accept
+
+// ANCHOR: readable
+/// Every read is a wait on this one descriptor: the thread sleeps here until data comes.
+fn readable(conn: &mut Conn, stats: &Stats) {
+    stats.waited(1, 1);
+    conn.read(stats);
+}
+// ANCHOR_END: readable
+
+// ANCHOR: writable
+/// Blocks until the kernel has taken some of the output.
+fn writable(conn: &mut Conn, stats: &Stats) {
+    conn.write(stats);
+}
+// ANCHOR_END: writable
+
+// ANCHOR: close
+/// The connection is done: close it, and the thread ends.
+fn close(conn: Conn, stats: &Stats) {
+    conn.close(stats);
+}
+// ANCHOR_END: close

@@ -16,8 +16,13 @@ use std::net::TcpListener;
 use std::os::fd::RawFd;
 use std::sync::Arc;
 
-use crate::conn::{Accepted, Acceptor, Conn, Io};
-use crate::Server;
+use crate::conn::{Acceptor, Conn, Io};
+use crate::server::Server;
+use crate::stats::Stats;
+
+// ANCHOR: state
+// No state but the connections: there is no wait, so no events to keep between turns.
+// ANCHOR_END: state
 
 pub fn serve(listener: TcpListener, server: &Arc<Server>) -> io::Result<()> {
     // ANCHOR: setup
@@ -36,48 +41,59 @@ pub fn serve(listener: TcpListener, server: &Arc<Server>) -> io::Result<()> {
 
         // ANCHOR: dispatch
         for (&token, conn) in conns.iter_mut() {
-            // ANCHOR: readable
-            if conn.wants_read() && conn.read(&server.stats) != Io::WouldBlock {
+            if readable(conn, &server.stats) {
                 found += 1;
             }
-            // ANCHOR_END: readable
-            // ANCHOR: writable
-            if conn.wants_write() {
-                conn.write(&server.stats);
-            }
-            // ANCHOR_END: writable
+            writable(conn, &server.stats);
             if conn.is_done() {
                 done.push(token);
             }
         }
         server.stats.waited(conns.len() + 1, found);
-        // ANCHOR: close
         for token in done.drain(..) {
-            let conn = conns.remove(&token).expect("conn is present");
-            conn.close(&server.stats);
+            close(&mut conns, token, &server.stats);
         }
-        // ANCHOR_END: close
         // ANCHOR_END: dispatch
     }
     Ok(())
 }
 
 // ANCHOR: accept
-/// Take every waiting connection off the listen queue.
+/// Take every waiting connection off the listen queue (usually none: the listener is
+/// asked every turn).
 fn accept(
     listener: &TcpListener,
     acceptor: &mut Acceptor,
     conns: &mut HashMap<RawFd, Conn>,
     server: &Server,
 ) {
-    loop {
-        match acceptor.accept(listener, server.config.proto, &server.stats) {
-            Accepted::Conn(conn) => {
-                conns.insert(conn.fd(), conn);
-            }
-            Accepted::Refused => continue,
-            Accepted::WouldBlock => break,
-        }
+    for conn in acceptor.incoming(listener, server) {
+        conns.insert(conn.fd(), conn);
     }
 }
 // ANCHOR_END: accept
+
+// ANCHOR: readable
+/// Ask the socket whether anything came: one read, which usually finds nothing (EAGAIN,
+/// counted in `empty_reads`). True when it found something.
+fn readable(conn: &mut Conn, stats: &Stats) -> bool {
+    conn.wants_read() && conn.read(stats) != Io::WouldBlock
+}
+// ANCHOR_END: readable
+
+// ANCHOR: writable
+/// Send what is pending; a full socket buffer just means: again next turn.
+fn writable(conn: &mut Conn, stats: &Stats) {
+    if conn.wants_write() {
+        conn.write(stats);
+    }
+}
+// ANCHOR_END: writable
+
+// ANCHOR: close
+/// Nothing more will happen on this connection: drop it, which closes its descriptor.
+fn close(conns: &mut HashMap<RawFd, Conn>, token: RawFd, stats: &Stats) {
+    let conn = conns.remove(&token).expect("conn is present");
+    conn.close(stats);
+}
+// ANCHOR_END: close

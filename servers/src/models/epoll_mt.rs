@@ -16,8 +16,12 @@ use std::net::TcpListener;
 use std::sync::Arc;
 use std::thread;
 
-use crate::models::epoll::{EventLoop, Trigger};
-use crate::Server;
+use crate::models::epoll_et;
+use crate::server::Server;
+
+// ANCHOR: state
+// No state of its own: each loop owns an `epoll_et::Loop` and its connections.
+// ANCHOR_END: state
 
 pub fn serve(listener: TcpListener, server: &Arc<Server>) -> io::Result<()> {
     // ANCHOR: setup
@@ -31,13 +35,13 @@ pub fn serve(listener: TcpListener, server: &Arc<Server>) -> io::Result<()> {
     let addr = listener.local_addr()?;
     let mut listeners = vec![listener];
     for _ in 1..threads {
-        listeners.push(crate::listen(addr, server.config.backlog, true)?);
+        listeners.push(crate::server::listen(addr, server.config.backlog, true)?);
     }
     // Every loop's epoll instance and spare descriptor exist before any loop accepts: a
     // loop made later could find the table already full of the others' connections.
     let loops = listeners
         .into_iter()
-        .map(|listener| EventLoop::new(listener, Trigger::Edge))
+        .map(epoll_et::setup)
         .collect::<io::Result<Vec<_>>>()?;
     // ANCHOR_END: setup
 
@@ -46,14 +50,14 @@ pub fn serve(listener: TcpListener, server: &Arc<Server>) -> io::Result<()> {
         let running: Vec<_> = loops
             .into_iter()
             .enumerate()
-            .map(|(i, event_loop)| {
+            .map(|(i, setup)| {
                 thread::Builder::new()
                     .name(format!("loop-{i}"))
                     .spawn_scoped(scope, move || {
                         if i > 0 {
                             server.stats.thread_started();
                         }
-                        let served = event_loop.run(server);
+                        let served = epoll_et::run(setup, server);
                         if i > 0 {
                             server.stats.thread_ended();
                         }
@@ -73,3 +77,28 @@ pub fn serve(listener: TcpListener, server: &Arc<Server>) -> io::Result<()> {
     })
     // ANCHOR_END: spawn
 }
+
+// ANCHOR: wait
+// Each loop waits in its own epoll_wait(2), on its own epoll instance (epoll_et.rs).
+// ANCHOR_END: wait
+
+// ANCHOR: dispatch
+// Each loop dispatches its own events, as epoll_et.rs does: no event crosses threads.
+// ANCHOR_END: dispatch
+
+// ANCHOR: accept
+// Each loop accepts from its own listener; the kernel picks which listener a new
+// connection joins by a hash of its addresses (SO_REUSEPORT).
+// ANCHOR_END: accept
+
+// ANCHOR: readable
+// As epoll_et.rs: read until the socket would block.
+// ANCHOR_END: readable
+
+// ANCHOR: writable
+// As epoll_et.rs: EPOLLOUT stays armed; write until the socket would block.
+// ANCHOR_END: writable
+
+// ANCHOR: close
+// As epoll_et.rs, on the loop that owns the connection.
+// ANCHOR_END: close

@@ -22,9 +22,9 @@ use std::sync::Arc;
 
 use io_uring::{opcode, squeue, types, IoUring};
 
-use crate::conn::{Accepted, Acceptor, Conn, WAIT_TIMEOUT};
+use crate::conn::{Acceptor, Conn, WAIT_TIMEOUT};
+use crate::server::Server;
 use crate::stats::Stats;
-use crate::Server;
 
 // ANCHOR: state
 /// Entries in the submission ring.
@@ -177,13 +177,10 @@ impl Uring {
         if result == -libc::EMFILE || result == -libc::ENFILE {
             // Out of descriptors: shed what waits, with the same spare-descriptor trick
             // as every other model, rather than resubmit into the same failure.
-            loop {
-                match acceptor.accept(listener, server.config.proto, &server.stats) {
-                    Accepted::Conn(conn) => self.adopt(conn, &server.stats),
-                    Accepted::Refused => continue,
-                    Accepted::WouldBlock => return Ok(()),
-                }
+            for conn in acceptor.incoming(listener, server) {
+                self.adopt(conn, &server.stats);
             }
+            return Ok(());
         }
         if result < 0 {
             return Ok(()); // the client gave up while queued: accept the next
@@ -211,7 +208,7 @@ impl Uring {
     }
     // ANCHOR_END: accept
 
-    // ANCHOR: completions
+    // ANCHOR: readable
     /// A receive completed: `result` bytes are in `buf` (0: EOF; negative: an error).
     fn received(&mut self, id: u64, key: u64, result: i32, buf: &[u8], stats: &Stats) {
         let Some(slot) = self.slots.get_mut(&id) else {
@@ -227,6 +224,9 @@ impl Uring {
         self.pump(id, stats);
     }
 
+    // ANCHOR_END: readable
+
+    // ANCHOR: writable
     /// A send completed: `result` bytes went out.
     fn sent(&mut self, id: u64, key: u64, result: i32, stats: &Stats) {
         let Some(slot) = self.slots.get_mut(&id) else {
@@ -240,33 +240,18 @@ impl Uring {
         }
         self.pump(id, stats);
     }
-    // ANCHOR_END: completions
+    // ANCHOR_END: writable
 
     // ANCHOR: pump
-    /// Give the kernel the next operations this connection wants, or close it once
-    /// nothing of it is in flight.
+    /// Give the kernel the next operations this connection wants, or close it.
     fn pump(&mut self, id: u64, stats: &Stats) {
         let Some(slot) = self.slots.get_mut(&id) else {
             return;
         };
-        let fd = types::Fd(slot.conn.fd());
         if slot.conn.is_done() {
-            if let Some(recv) = slot.recv {
-                // A receive waits for data that will never be read: call it back, and
-                // close when its completion (cancelled) comes.
-                if !slot.cancelled {
-                    slot.cancelled = true;
-                    let cancel = opcode::AsyncCancel::new(recv).build();
-                    let _ = self.push(cancel, Op::Cancel);
-                }
-                return;
-            }
-            if slot.send.is_none() {
-                let slot = self.slots.remove(&id).expect("slot is present");
-                slot.conn.close(stats);
-            }
-            return;
+            return self.close(id, stats);
         }
+        let fd = types::Fd(slot.conn.fd());
         if slot.conn.wants_write() && slot.send.is_none() {
             // The kernel gets its own copy: the connection may append while it sends.
             let buf: Box<[u8]> = slot.conn.unsent().into();
@@ -289,4 +274,26 @@ impl Uring {
         }
     }
     // ANCHOR_END: pump
+
+    // ANCHOR: close
+    /// A finished connection: close it once nothing of it is in flight (the kernel may
+    /// still write into a pending receive's buffer).
+    fn close(&mut self, id: u64, stats: &Stats) {
+        let slot = self.slots.get_mut(&id).expect("slot is present");
+        if let Some(recv) = slot.recv {
+            // A receive waits for data that will never be read: call it back, and
+            // close when its completion (cancelled) comes.
+            if !slot.cancelled {
+                slot.cancelled = true;
+                let cancel = opcode::AsyncCancel::new(recv).build();
+                let _ = self.push(cancel, Op::Cancel);
+            }
+            return;
+        }
+        if slot.send.is_none() {
+            let slot = self.slots.remove(&id).expect("slot is present");
+            slot.conn.close(stats);
+        }
+    }
+    // ANCHOR_END: close
 }

@@ -19,8 +19,9 @@ use std::sync::Arc;
 use nix::errno::Errno;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 
-use crate::conn::{Accepted, Acceptor, Conn, Interest, WAIT_TIMEOUT};
-use crate::Server;
+use crate::conn::{Acceptor, Conn, Interest, WAIT_TIMEOUT};
+use crate::server::Server;
+use crate::stats::Stats;
 
 // ANCHOR: state
 /// One ready descriptor, as found by the scan.
@@ -83,27 +84,15 @@ pub fn serve(listener: TcpListener, server: &Arc<Server>) -> io::Result<()> {
             let Some(conn) = conns.get_mut(&event.token) else {
                 continue;
             };
-            // ANCHOR: readable
-            if event.readable && conn.wants_read() {
-                conn.read(&server.stats);
-                // Answer at once: the socket buffer is almost always free, so the
-                // response need not wait a turn to hear that it is writable.
-                if conn.wants_write() {
-                    conn.write(&server.stats);
-                }
+            if event.readable {
+                readable(conn, &server.stats);
             }
-            // ANCHOR_END: readable
-            // ANCHOR: writable
-            if event.writable && conn.wants_write() {
-                conn.write(&server.stats);
+            if event.writable {
+                writable(conn, &server.stats);
             }
-            // ANCHOR_END: writable
-            // ANCHOR: close
             if conn.is_done() {
-                let conn = conns.remove(&event.token).expect("conn is present");
-                conn.close(&server.stats);
+                close(&mut conns, event.token, &server.stats);
             }
-            // ANCHOR_END: close
         }
         // ANCHOR_END: dispatch
     }
@@ -118,17 +107,41 @@ fn accept(
     conns: &mut HashMap<RawFd, Conn>,
     server: &Server,
 ) {
-    loop {
-        match acceptor.accept(listener, server.config.proto, &server.stats) {
-            Accepted::Conn(conn) => {
-                conns.insert(conn.fd(), conn);
-            }
-            Accepted::Refused => continue,
-            Accepted::WouldBlock => break,
-        }
+    for conn in acceptor.incoming(listener, server) {
+        conns.insert(conn.fd(), conn);
     }
 }
 // ANCHOR_END: accept
+
+// ANCHOR: readable
+/// Read once, and answer at once: the socket buffer is almost always free, so the
+/// response need not wait a turn to hear that it is writable.
+fn readable(conn: &mut Conn, stats: &Stats) {
+    if conn.wants_read() {
+        conn.read(stats);
+        if conn.wants_write() {
+            conn.write(stats);
+        }
+    }
+}
+// ANCHOR_END: readable
+
+// ANCHOR: writable
+/// Room in the socket buffer again: send what is still pending.
+fn writable(conn: &mut Conn, stats: &Stats) {
+    if conn.wants_write() {
+        conn.write(stats);
+    }
+}
+// ANCHOR_END: writable
+
+// ANCHOR: close
+/// Nothing more will happen on this connection: drop it, which closes its descriptor.
+fn close(conns: &mut HashMap<RawFd, Conn>, token: RawFd, stats: &Stats) {
+    let conn = conns.remove(&token).expect("conn is present");
+    conn.close(stats);
+}
+// ANCHOR_END: close
 
 /// What to ask poll to watch for.
 fn flags(interest: Interest) -> PollFlags {

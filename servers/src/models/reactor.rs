@@ -28,9 +28,10 @@ use nix::errno::Errno;
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 use nix::sys::eventfd::{EfdFlags, EventFd};
 
-use crate::conn::{run_work, Accepted, Acceptor, Conn, Interest, WAIT_TIMEOUT};
+use crate::conn::{run_work, Acceptor, Conn, Interest, WAIT_TIMEOUT};
 use crate::handler::Work;
-use crate::Server;
+use crate::server::Server;
+use crate::stats::Stats;
 
 // ANCHOR: ioloop
 /// What a handler is called with: the loop, the application's state, the descriptor,
@@ -68,6 +69,50 @@ pub struct LoopHandle<S> {
 // ANCHOR_END: ioloop
 
 const WAKER: u64 = u64::MAX;
+
+// ANCHOR: state
+/// The HTTP server on the loop: what its handlers share.
+struct App {
+    listener: TcpListener,
+    acceptor: Acceptor,
+    /// By descriptor: the connection and its serial number (a descriptor is reused
+    /// after a close; an executor's answer must not reach the next connection).
+    conns: HashMap<RawFd, (u64, Conn)>,
+    next_serial: u64,
+    executor: Option<Executor>,
+    server: Arc<Server>,
+}
+// ANCHOR_END: state
+
+pub fn serve(listener: TcpListener, server: &Arc<Server>) -> io::Result<()> {
+    // ANCHOR: setup
+    listener.set_nonblocking(true)?;
+    let executor = match server.config.executor {
+        0 => None,
+        n => Some(Executor::new(n, server)?),
+    };
+    let mut ioloop: IoLoop<App> = IoLoop::new()?;
+    ioloop.add_handler(&listener, on_accept, EpollFlags::EPOLLIN)?;
+    let mut app = App {
+        listener,
+        acceptor: Acceptor::new(true)?,
+        conns: HashMap::new(),
+        next_serial: 0,
+        executor,
+        server: Arc::clone(server),
+    };
+    // A periodic callback, as Tornado's PeriodicCallback: stop when asked to.
+    fn check_stop(ioloop: &mut IoLoop<App>, app: &mut App) {
+        if app.server.stopping() {
+            ioloop.stop();
+        } else {
+            ioloop.call_later(WAIT_TIMEOUT, check_stop);
+        }
+    }
+    ioloop.call_later(WAIT_TIMEOUT, check_stop);
+    // ANCHOR_END: setup
+    ioloop.start(&mut app, &server.stats)
+}
 
 impl<S> IoLoop<S> {
     pub fn new() -> io::Result<IoLoop<S>> {
@@ -151,7 +196,7 @@ impl<S> IoLoop<S> {
 
     // ANCHOR: start
     /// Run until `stop`: wait, call the ready handlers, run the callbacks and the timers.
-    pub fn start(&mut self, state: &mut S, stats: &crate::Stats) -> io::Result<()> {
+    pub fn start(&mut self, state: &mut S, stats: &Stats) -> io::Result<()> {
         let mut events = vec![EpollEvent::empty(); 1024];
         while !self.stopped {
             // Callbacks queued now run next turn: a callback that adds one cannot starve
@@ -180,6 +225,7 @@ impl<S> IoLoop<S> {
                         when.saturating_duration_since(Instant::now())
                     })
             };
+            // ANCHOR: wait
             let timeout = EpollTimeout::try_from(timeout.min(WAIT_TIMEOUT)).expect("fits");
             let ready = match self.epoll.wait(&mut events, timeout) {
                 Ok(n) => n,
@@ -187,6 +233,8 @@ impl<S> IoLoop<S> {
                 Err(e) => return Err(e.into()),
             };
             stats.waited(ready, ready);
+            // ANCHOR_END: wait
+            // ANCHOR: dispatch
             for event in &events[..ready] {
                 if event.data() == WAKER {
                     let _ = self.waker.fd.read();
@@ -202,6 +250,7 @@ impl<S> IoLoop<S> {
                     handler(self, state, fd, event.events());
                 }
             }
+            // ANCHOR_END: dispatch
         }
         Ok(())
     }
@@ -258,72 +307,20 @@ impl Executor {
 }
 // ANCHOR_END: executor
 
-// ANCHOR: state
-/// The HTTP server on the loop: what its handlers share.
-struct App {
-    listener: TcpListener,
-    acceptor: Acceptor,
-    /// By descriptor: the connection and its serial number (a descriptor is reused
-    /// after a close; an executor's answer must not reach the next connection).
-    conns: HashMap<RawFd, (u64, Conn)>,
-    next_serial: u64,
-    executor: Option<Executor>,
-    server: Arc<Server>,
-}
-// ANCHOR_END: state
-
-pub fn serve(listener: TcpListener, server: &Arc<Server>) -> io::Result<()> {
-    // ANCHOR: setup
-    listener.set_nonblocking(true)?;
-    let executor = match server.config.executor {
-        0 => None,
-        n => Some(Executor::new(n, server)?),
-    };
-    let mut ioloop: IoLoop<App> = IoLoop::new()?;
-    ioloop.add_handler(&listener, on_accept, EpollFlags::EPOLLIN)?;
-    let mut app = App {
-        listener,
-        acceptor: Acceptor::new(true)?,
-        conns: HashMap::new(),
-        next_serial: 0,
-        executor,
-        server: Arc::clone(server),
-    };
-    // A periodic callback, as Tornado's PeriodicCallback: stop when asked to.
-    fn check_stop(ioloop: &mut IoLoop<App>, app: &mut App) {
-        if app.server.stopping() {
-            ioloop.stop();
-        } else {
-            ioloop.call_later(WAIT_TIMEOUT, check_stop);
-        }
-    }
-    ioloop.call_later(WAIT_TIMEOUT, check_stop);
-    // ANCHOR_END: setup
-    ioloop.start(&mut app, &server.stats)
-}
-
 // ANCHOR: accept
+/// The listener's handler: take every waiting connection, and give each a handler.
 fn on_accept(ioloop: &mut IoLoop<App>, app: &mut App, _fd: RawFd, _events: EpollFlags) {
-    loop {
-        let accepted =
-            app.acceptor
-                .accept(&app.listener, app.server.config.proto, &app.server.stats);
-        match accepted {
-            Accepted::Conn(mut conn) => {
-                // With an executor, blocking work is handed back to us, not run here.
-                conn.offload = app.executor.is_some();
-                if let Err(e) = ioloop.add_handler(&conn.stream, on_conn, EpollFlags::EPOLLIN) {
-                    eprintln!("iomodels: epoll_ctl(ADD) failed: {e}; closing the connection");
-                    conn.refuse(&app.server.stats);
-                    continue;
-                }
-                conn.registered = READ;
-                app.next_serial += 1;
-                app.conns.insert(conn.fd(), (app.next_serial, conn));
-            }
-            Accepted::Refused => continue,
-            Accepted::WouldBlock => break,
+    for mut conn in app.acceptor.incoming(&app.listener, &app.server) {
+        // With an executor, blocking work is handed back to us, not run here.
+        conn.offload = app.executor.is_some();
+        if let Err(e) = ioloop.add_handler(&conn.stream, on_conn, EpollFlags::EPOLLIN) {
+            eprintln!("iomodels: epoll_ctl(ADD) failed: {e}; closing the connection");
+            conn.refuse(&app.server.stats);
+            continue;
         }
+        conn.registered = Interest::READ;
+        app.next_serial += 1;
+        app.conns.insert(conn.fd(), (app.next_serial, conn));
     }
 }
 // ANCHOR_END: accept
@@ -349,12 +346,20 @@ fn on_conn(ioloop: &mut IoLoop<App>, app: &mut App, fd: RawFd, events: EpollFlag
             .expect("work is offloaded only with one");
         run_in_executor(ioloop, executor, fd, *serial, work);
     }
-    if conn.wants_write() {
-        conn.write(stats);
-    }
+    writable(conn, stats);
     settle(ioloop, app, fd);
 }
 // ANCHOR_END: readable
+
+// ANCHOR: writable
+/// Send what is pending: at once after a read (the socket buffer is almost always
+/// free), and whenever the loop reports the socket writable.
+fn writable(conn: &mut Conn, stats: &Stats) {
+    if conn.wants_write() {
+        conn.write(stats);
+    }
+}
+// ANCHOR_END: writable
 
 // ANCHOR: run_in_executor
 /// Tornado's `IOLoop.run_in_executor`: run `work` on a pool thread, then come back to
@@ -390,9 +395,7 @@ fn work_done(ioloop: &mut IoLoop<App>, app: &mut App, fd: RawFd, serial: u64) {
             .expect("work is offloaded only with one");
         run_in_executor(ioloop, executor, fd, serial, work);
     }
-    if conn.wants_write() {
-        conn.write(&app.server.stats);
-    }
+    writable(conn, &app.server.stats);
     settle(ioloop, app, fd);
 }
 // ANCHOR_END: run_in_executor
@@ -425,8 +428,3 @@ fn settle(ioloop: &mut IoLoop<App>, app: &mut App, fd: RawFd) {
     }
 }
 // ANCHOR_END: close
-
-const READ: Interest = Interest {
-    read: true,
-    write: false,
-};

@@ -19,8 +19,9 @@ use nix::errno::Errno;
 use nix::sys::select::{select, FdSet, FD_SETSIZE};
 use nix::sys::time::{TimeVal, TimeValLike};
 
-use crate::conn::{Accepted, Acceptor, Conn, WAIT_TIMEOUT};
-use crate::Server;
+use crate::conn::{Acceptor, Conn, WAIT_TIMEOUT};
+use crate::server::Server;
+use crate::stats::Stats;
 
 // ANCHOR: state
 /// One ready descriptor, as found by the scan.
@@ -99,27 +100,15 @@ pub fn serve(listener: TcpListener, server: &Arc<Server>) -> io::Result<()> {
             let Some(conn) = conns.get_mut(&event.token) else {
                 continue;
             };
-            // ANCHOR: readable
-            if event.readable && conn.wants_read() {
-                conn.read(&server.stats);
-                // Answer at once: the socket buffer is almost always free, so the
-                // response need not wait a turn to hear that it is writable.
-                if conn.wants_write() {
-                    conn.write(&server.stats);
-                }
+            if event.readable {
+                readable(conn, &server.stats);
             }
-            // ANCHOR_END: readable
-            // ANCHOR: writable
-            if event.writable && conn.wants_write() {
-                conn.write(&server.stats);
+            if event.writable {
+                writable(conn, &server.stats);
             }
-            // ANCHOR_END: writable
-            // ANCHOR: close
             if conn.is_done() {
-                let conn = conns.remove(&event.token).expect("conn is present");
-                conn.close(&server.stats);
+                close(&mut conns, event.token, &server.stats);
             }
-            // ANCHOR_END: close
         }
         // ANCHOR_END: dispatch
     }
@@ -127,33 +116,58 @@ pub fn serve(listener: TcpListener, server: &Arc<Server>) -> io::Result<()> {
 }
 
 // ANCHOR: accept
-/// Take every waiting connection off the listen queue.
+/// Take every waiting connection off the listen queue; turn away what select cannot watch.
 fn accept(
     listener: &TcpListener,
     acceptor: &mut Acceptor,
     conns: &mut HashMap<RawFd, Conn>,
     server: &Server,
 ) {
-    loop {
-        match acceptor.accept(listener, server.config.proto, &server.stats) {
-            Accepted::Conn(conn) if conn.fd() >= FD_SETSIZE as RawFd => {
-                // FD_SET on it would write past the end of the fd_set: turn it away.
-                static WARN: Once = Once::new();
-                WARN.call_once(|| {
-                    eprintln!(
-                        "iomodels: fd {} >= FD_SETSIZE ({FD_SETSIZE}): select cannot watch it; \
-                         refusing this and later connections past the limit (use poll or epoll)",
-                        conn.fd()
-                    );
-                });
-                conn.refuse(&server.stats);
-            }
-            Accepted::Conn(conn) => {
-                conns.insert(conn.fd(), conn);
-            }
-            Accepted::Refused => continue,
-            Accepted::WouldBlock => break,
+    for conn in acceptor.incoming(listener, server) {
+        if conn.fd() >= FD_SETSIZE as RawFd {
+            // FD_SET on it would write past the end of the fd_set: turn it away.
+            static WARN: Once = Once::new();
+            WARN.call_once(|| {
+                eprintln!(
+                    "iomodels: fd {} >= FD_SETSIZE ({FD_SETSIZE}): select cannot watch it; \
+                     refusing this and later connections past the limit (use poll or epoll)",
+                    conn.fd()
+                );
+            });
+            conn.refuse(&server.stats);
+            continue;
         }
+        conns.insert(conn.fd(), conn);
     }
 }
 // ANCHOR_END: accept
+
+// ANCHOR: readable
+/// Read once, and answer at once: the socket buffer is almost always free, so the
+/// response need not wait a turn to hear that it is writable.
+fn readable(conn: &mut Conn, stats: &Stats) {
+    if conn.wants_read() {
+        conn.read(stats);
+        if conn.wants_write() {
+            conn.write(stats);
+        }
+    }
+}
+// ANCHOR_END: readable
+
+// ANCHOR: writable
+/// Room in the socket buffer again: send what is still pending.
+fn writable(conn: &mut Conn, stats: &Stats) {
+    if conn.wants_write() {
+        conn.write(stats);
+    }
+}
+// ANCHOR_END: writable
+
+// ANCHOR: close
+/// Nothing more will happen on this connection: drop it, which closes its descriptor.
+fn close(conns: &mut HashMap<RawFd, Conn>, token: RawFd, stats: &Stats) {
+    let conn = conns.remove(&token).expect("conn is present");
+    conn.close(stats);
+}
+// ANCHOR_END: close

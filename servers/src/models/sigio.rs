@@ -25,9 +25,9 @@ use nix::sys::signal::{SigSet, Signal};
 use nix::sys::time::TimeSpec;
 use nix::unistd::{gettid, Pid};
 
-use crate::conn::{Accepted, Acceptor, Conn, Io, WAIT_TIMEOUT};
+use crate::conn::{Acceptor, Conn, Io, WAIT_TIMEOUT};
+use crate::server::Server;
 use crate::stats::Stats;
-use crate::Server;
 
 // ANCHOR: state
 /// <asm-generic/fcntl.h>: the libc crate does not name these for glibc.
@@ -100,10 +100,9 @@ pub fn serve(listener: TcpListener, server: &Arc<Server>) -> io::Result<()> {
             if fd == listener.as_raw_fd() {
                 accept(&listener, &mut acceptor, &mut conns, me, server);
             } else if let Some(conn) = conns.get_mut(&fd) {
-                drain(conn, &server.stats);
+                readable(conn, &server.stats);
                 if conn.is_done() {
-                    let conn = conns.remove(&fd).expect("conn is present");
-                    conn.close(&server.stats);
+                    close(&mut conns, fd, &server.stats);
                 }
             }
             // (A signal for a descriptor closed since is stale: nothing to do.)
@@ -121,14 +120,13 @@ pub fn serve(listener: TcpListener, server: &Arc<Server>) -> io::Result<()> {
             Stats::add(&server.stats.fds_scanned, conns.len() as u64);
             let mut done = Vec::new();
             for (&fd, conn) in conns.iter_mut() {
-                drain(conn, &server.stats);
+                readable(conn, &server.stats);
                 if conn.is_done() {
                     done.push(fd);
                 }
             }
             for fd in done {
-                let conn = conns.remove(&fd).expect("conn is present");
-                conn.close(&server.stats);
+                close(&mut conns, fd, &server.stats);
             }
             // ANCHOR_END: overflow
         }
@@ -137,26 +135,31 @@ pub fn serve(listener: TcpListener, server: &Arc<Server>) -> io::Result<()> {
     Ok(())
 }
 
-/// Take one of the signals in `mask` queued for this thread, waiting at most `tick`;
-/// None when none came (or the wait was interrupted).
-fn wait_signal(mask: &SigSet, tick: &TimeSpec) -> io::Result<Option<PollInfo>> {
-    // SAFETY: an all-zero siginfo_t is a valid value of this plain C struct.
-    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
-    // SAFETY: the three pointers are to live values of the types sigtimedwait expects;
-    // it writes only into `info`.
-    let signo = unsafe { libc::sigtimedwait(mask.as_ref(), &mut info, tick.as_ref()) };
-    if signo < 0 {
-        let e = io::Error::last_os_error();
-        return match e.raw_os_error() {
-            Some(libc::EAGAIN) | Some(libc::EINTR) => Ok(None),
-            _ => Err(e),
-        };
+// ANCHOR: accept
+/// Take every waiting connection, arm it, and read what it may have sent before it was
+/// armed (that arrival raised no signal).
+fn accept(
+    listener: &TcpListener,
+    acceptor: &mut Acceptor,
+    conns: &mut HashMap<RawFd, Conn>,
+    me: Pid,
+    server: &Server,
+) {
+    for mut conn in acceptor.incoming(listener, server) {
+        if let Err(e) = signal_me(&conn.stream, me) {
+            eprintln!("iomodels: cannot arm O_ASYNC: {e}; closing the connection");
+            conn.refuse(&server.stats);
+            continue;
+        }
+        readable(&mut conn, &server.stats);
+        if conn.is_done() {
+            conn.close(&server.stats);
+        } else {
+            conns.insert(conn.fd(), conn);
+        }
     }
-    // SAFETY: siginfo_t is larger than PollInfo and laid out as it at its start (the
-    // SIGPOLL member of its union); for the plain SIGIO the fd read is simply unused.
-    let poll = unsafe { std::ptr::read(&info as *const libc::siginfo_t as *const PollInfo) };
-    Ok(Some(poll))
 }
+// ANCHOR_END: accept
 
 // ANCHOR: arm
 /// Ask the kernel to queue `ready_signal()` to thread `me` whenever `fd` becomes ready.
@@ -184,41 +187,10 @@ fn signal_me(socket: &impl AsFd, me: Pid) -> io::Result<()> {
 }
 // ANCHOR_END: arm
 
-// ANCHOR: accept
-/// Take every waiting connection, arm it, and read what it may have sent before it was
-/// armed (that arrival raised no signal).
-fn accept(
-    listener: &TcpListener,
-    acceptor: &mut Acceptor,
-    conns: &mut HashMap<RawFd, Conn>,
-    me: Pid,
-    server: &Server,
-) {
-    loop {
-        match acceptor.accept(listener, server.config.proto, &server.stats) {
-            Accepted::Conn(mut conn) => {
-                if let Err(e) = signal_me(&conn.stream, me) {
-                    eprintln!("iomodels: cannot arm O_ASYNC: {e}; closing the connection");
-                    conn.refuse(&server.stats);
-                    continue;
-                }
-                drain(&mut conn, &server.stats);
-                if conn.is_done() {
-                    conn.close(&server.stats);
-                } else {
-                    conns.insert(conn.fd(), conn);
-                }
-            }
-            Accepted::Refused => continue,
-            Accepted::WouldBlock => break,
-        }
-    }
-}
-// ANCHOR_END: accept
-
-// ANCHOR: drain
-/// A signal reports a change once (an edge): read and write until they would block.
-fn drain(conn: &mut Conn, stats: &Stats) {
+// ANCHOR: readable
+/// A signal reports a change once (an edge): read and write until they would block,
+/// as epoll-et drains.
+fn readable(conn: &mut Conn, stats: &Stats) {
     loop {
         let mut moved = false;
         if conn.wants_read() {
@@ -232,4 +204,39 @@ fn drain(conn: &mut Conn, stats: &Stats) {
         }
     }
 }
-// ANCHOR_END: drain
+// ANCHOR_END: readable
+
+// ANCHOR: writable
+// No writable step of its own: readiness signals are not told apart, and `readable`
+// drains both ways until each would block.
+// ANCHOR_END: writable
+
+// ANCHOR: close
+/// Nothing more will happen on this connection: drop it, which closes its descriptor
+/// (and with it the signals it would raise).
+fn close(conns: &mut HashMap<RawFd, Conn>, fd: RawFd, stats: &Stats) {
+    let conn = conns.remove(&fd).expect("conn is present");
+    conn.close(stats);
+}
+// ANCHOR_END: close
+
+/// Take one of the signals in `mask` queued for this thread, waiting at most `tick`;
+/// None when none came (or the wait was interrupted).
+fn wait_signal(mask: &SigSet, tick: &TimeSpec) -> io::Result<Option<PollInfo>> {
+    // SAFETY: an all-zero siginfo_t is a valid value of this plain C struct.
+    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    // SAFETY: the three pointers are to live values of the types sigtimedwait expects;
+    // it writes only into `info`.
+    let signo = unsafe { libc::sigtimedwait(mask.as_ref(), &mut info, tick.as_ref()) };
+    if signo < 0 {
+        let e = io::Error::last_os_error();
+        return match e.raw_os_error() {
+            Some(libc::EAGAIN) | Some(libc::EINTR) => Ok(None),
+            _ => Err(e),
+        };
+    }
+    // SAFETY: siginfo_t is larger than PollInfo and laid out as it at its start (the
+    // SIGPOLL member of its union); for the plain SIGIO the fd read is simply unused.
+    let poll = unsafe { std::ptr::read(&info as *const libc::siginfo_t as *const PollInfo) };
+    Ok(Some(poll))
+}

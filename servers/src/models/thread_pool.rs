@@ -28,9 +28,9 @@ use std::thread;
 use nix::errno::Errno;
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 
-use crate::conn::{Accepted, Acceptor, Conn, Interest, WAIT_TIMEOUT};
+use crate::conn::{Acceptor, Conn, Interest, WAIT_TIMEOUT};
+use crate::server::Server;
 use crate::stats::Stats;
-use crate::Server;
 
 // ANCHOR: state
 /// Workers when `--threads` is not given.
@@ -95,14 +95,7 @@ pub fn serve(listener: TcpListener, server: &Arc<Server>) -> io::Result<()> {
         // ANCHOR: dispatch
         for event in &events[..ready] {
             if event.data() == LISTENER {
-                loop {
-                    match acceptor.accept(&listener, server.config.proto, &server.stats) {
-                        // A new connection has sent nothing yet: epoll waits for it.
-                        Accepted::Conn(conn) => park(&pool, conn, &server.stats),
-                        Accepted::Refused => continue,
-                        Accepted::WouldBlock => break,
-                    }
-                }
+                accept(&listener, &mut acceptor, &pool, server);
                 continue;
             }
             // A parked connection has a request (or closed): to the queue with it.
@@ -116,6 +109,16 @@ pub fn serve(listener: TcpListener, server: &Arc<Server>) -> io::Result<()> {
     pool.ready.notify_all();
     Ok(())
 }
+
+// ANCHOR: accept
+/// Take every waiting connection off the listen queue. A new connection has sent
+/// nothing yet: it is parked, and epoll waits for its first request.
+fn accept(listener: &TcpListener, acceptor: &mut Acceptor, pool: &Pool, server: &Server) {
+    for conn in acceptor.incoming(listener, server) {
+        park(pool, conn, &server.stats);
+    }
+}
+// ANCHOR_END: accept
 
 // ANCHOR: enqueue
 /// Hand a connection with a request to the next free worker.
@@ -158,7 +161,7 @@ fn park(pool: &Pool, mut conn: Conn, stats: &Stats) {
         conn.close(stats);
         return;
     }
-    conn.registered = WATCHED;
+    conn.registered = Interest::READ;
     parked.insert(fd, conn);
 }
 // ANCHOR_END: park
@@ -192,14 +195,14 @@ fn worker(pool: &Pool, server: &Server) {
 // ANCHOR_END: worker
 
 // ANCHOR: readable
-/// Read the request (blocking until all of it has come), answer it, write the answer
-/// (blocking until the kernel took it all); then park the connection, or close it.
+/// Serve one request: read it (blocking until all of it has come), answer it, write the
+/// answer (blocking until the kernel took it all); then park the connection, or close it.
 fn serve_request(pool: &Pool, mut conn: Conn, server: &Server) {
     let stats = &server.stats;
     let mut has_read = false;
     loop {
         if conn.wants_write() {
-            conn.write(stats);
+            writable(&mut conn, stats);
         } else if conn.is_done() {
             break;
         } else if has_read && conn.buffered() == 0 {
@@ -214,12 +217,21 @@ fn serve_request(pool: &Pool, mut conn: Conn, server: &Server) {
             break;
         }
     }
-    conn.close(stats);
+    close(conn, stats);
 }
 // ANCHOR_END: readable
 
-/// A parked connection is registered with epoll (for reading).
-const WATCHED: Interest = Interest {
-    read: true,
-    write: false,
-};
+// ANCHOR: writable
+/// Blocks until the kernel has taken some of the output: a client slow to read holds
+/// the worker here.
+fn writable(conn: &mut Conn, stats: &Stats) {
+    conn.write(stats);
+}
+// ANCHOR_END: writable
+
+// ANCHOR: close
+/// The connection is done: close it; the worker goes back to the queue.
+fn close(conn: Conn, stats: &Stats) {
+    conn.close(stats);
+}
+// ANCHOR_END: close

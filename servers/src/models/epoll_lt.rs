@@ -1,0 +1,192 @@
+// ANCHOR: header
+//! `epoll-lt`: one thread, one epoll instance that keeps the interest list in the kernel
+//! and hands back only the descriptors that are ready; level-triggered.
+//!
+//! - What blocks: epoll_wait(2), until some descriptor is ready or the timeout passes.
+//! - Cost per wake-up: O(ready). Descriptors are registered once (epoll_ctl); the kernel
+//!   puts a socket on the ready list when data arrives, so idle ones cost nothing.
+//! - Limit: none of its own.
+//! - Against poll: no array handed over, no scan. Level-triggered, as poll: a socket is
+//!   reported for as long as it is ready, so one read per event is enough, and EPOLLOUT
+//!   is armed only while output is pending (an epoll_ctl each time that changes).
+// ANCHOR_END: header
+
+use std::collections::HashMap;
+use std::io;
+use std::net::TcpListener;
+use std::os::fd::{AsRawFd, RawFd};
+use std::sync::Arc;
+
+use nix::errno::Errno;
+use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
+
+use crate::conn::{Acceptor, Conn, Interest, WAIT_TIMEOUT};
+use crate::server::Server;
+use crate::stats::Stats;
+
+// ANCHOR: state
+/// How many ready descriptors one epoll_wait may return.
+const MAX_EVENTS: usize = 1024;
+
+/// What the loop owns besides its connections, made apart from the loop: `epoll-mt`
+/// makes every loop's (of epoll_et.rs) before any loop fills the process's descriptor
+/// table with connections.
+pub struct Loop {
+    pub listener: TcpListener,
+    pub acceptor: Acceptor,
+    pub epoll: Epoll,
+}
+// ANCHOR_END: state
+
+pub fn serve(listener: TcpListener, server: &Arc<Server>) -> io::Result<()> {
+    run(setup(listener)?, server)
+}
+
+// ANCHOR: setup
+pub fn setup(listener: TcpListener) -> io::Result<Loop> {
+    listener.set_nonblocking(true)?;
+    let acceptor = Acceptor::new(true)?;
+    // The interest list lives in the kernel from now on: register once, not every turn.
+    let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?;
+    let event = EpollEvent::new(flags(Interest::READ), listener.as_raw_fd() as u64);
+    epoll.add(&listener, event)?;
+    Ok(Loop {
+        listener,
+        acceptor,
+        epoll,
+    })
+}
+
+pub fn run(setup: Loop, server: &Arc<Server>) -> io::Result<()> {
+    let Loop {
+        listener,
+        mut acceptor,
+        epoll,
+    } = setup;
+    let mut conns: HashMap<RawFd, Conn> = HashMap::new();
+    let mut events = vec![EpollEvent::empty(); MAX_EVENTS];
+    let timeout = EpollTimeout::try_from(WAIT_TIMEOUT).expect("timeout fits");
+    // ANCHOR_END: setup
+
+    while !server.stopping() {
+        // ANCHOR: wait
+        // The kernel keeps the interest list between calls and fills a ready list as
+        // packets arrive: only the ready descriptors come back, nothing to scan.
+        let ready = match epoll.wait(&mut events, timeout) {
+            Ok(n) => n,
+            Err(Errno::EINTR) => 0,
+            Err(e) => return Err(e.into()),
+        };
+        server.stats.waited(ready, ready);
+        // ANCHOR_END: wait
+
+        // ANCHOR: dispatch
+        for event in &events[..ready] {
+            let token = event.data() as RawFd;
+            if token == listener.as_raw_fd() {
+                accept(&listener, &mut acceptor, &mut conns, &epoll, server);
+                continue;
+            }
+            let Some(conn) = conns.get_mut(&token) else {
+                continue;
+            };
+            // EPOLLHUP and EPOLLERR wake both sides; the read or write finds out what.
+            let broken = EpollFlags::EPOLLHUP | EpollFlags::EPOLLERR;
+            if event.events().intersects(EpollFlags::EPOLLIN | broken) {
+                readable(conn, &server.stats);
+            }
+            if event.events().intersects(EpollFlags::EPOLLOUT | broken) {
+                writable(conn, &server.stats);
+            }
+            if conn.is_done() {
+                close(&mut conns, token, &server.stats);
+            } else {
+                rearm(&epoll, conn)?;
+            }
+        }
+        // ANCHOR_END: dispatch
+    }
+    Ok(())
+}
+
+// ANCHOR: accept
+/// Take every waiting connection off the listen queue, and register it for reading.
+fn accept(
+    listener: &TcpListener,
+    acceptor: &mut Acceptor,
+    conns: &mut HashMap<RawFd, Conn>,
+    epoll: &Epoll,
+    server: &Server,
+) {
+    for mut conn in acceptor.incoming(listener, server) {
+        let event = EpollEvent::new(flags(Interest::READ), conn.fd() as u64);
+        if let Err(e) = epoll.add(&conn.stream, event) {
+            eprintln!("iomodels: epoll_ctl(ADD) failed: {e}; closing the connection");
+            conn.refuse(&server.stats);
+            continue;
+        }
+        conn.registered = Interest::READ;
+        conns.insert(conn.fd(), conn);
+    }
+}
+// ANCHOR_END: accept
+
+// ANCHOR: readable
+/// Read once, and answer at once: the socket buffer is almost always free, so the
+/// response need not wait a turn to hear that it is writable. Anything left unread is
+/// reported again by the next epoll_wait: that is what level-triggered means.
+fn readable(conn: &mut Conn, stats: &Stats) {
+    if conn.wants_read() {
+        conn.read(stats);
+        if conn.wants_write() {
+            conn.write(stats);
+        }
+    }
+}
+// ANCHOR_END: readable
+
+// ANCHOR: writable
+/// Room in the socket buffer again: send what is still pending.
+fn writable(conn: &mut Conn, stats: &Stats) {
+    if conn.wants_write() {
+        conn.write(stats);
+    }
+}
+// ANCHOR_END: writable
+
+// ANCHOR: rearm
+/// Level-triggered: watch for writability only while output is pending, or every turn
+/// would report the (almost always) writable socket again.
+fn rearm(epoll: &Epoll, conn: &mut Conn) -> io::Result<()> {
+    let interest = conn.interest();
+    if interest != conn.registered {
+        let mut event = EpollEvent::new(flags(interest), conn.fd() as u64);
+        epoll.modify(&conn.stream, &mut event)?;
+        conn.registered = interest;
+    }
+    Ok(())
+}
+// ANCHOR_END: rearm
+
+// ANCHOR: close
+/// Nothing more will happen on this connection: drop it, which closes its descriptor.
+/// Closing the socket takes it out of the interest list: no EPOLL_CTL_DEL.
+fn close(conns: &mut HashMap<RawFd, Conn>, token: RawFd, stats: &Stats) {
+    let conn = conns.remove(&token).expect("conn is present");
+    conn.close(stats);
+}
+// ANCHOR_END: close
+
+// ANCHOR: flags
+/// What to ask epoll to watch for.
+fn flags(interest: Interest) -> EpollFlags {
+    let mut flags = EpollFlags::empty();
+    if interest.read {
+        flags |= EpollFlags::EPOLLIN;
+    }
+    if interest.write {
+        flags |= EpollFlags::EPOLLOUT;
+    }
+    flags
+}
+// ANCHOR_END: flags
