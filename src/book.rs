@@ -11,6 +11,7 @@ use similar::TextDiff;
 
 use iomodels_servers::{self as servers, MODELS};
 
+use crate::experiments::Experiment;
 use crate::results::Run;
 use crate::{charts, report};
 
@@ -81,16 +82,16 @@ pub fn generate(root: &Path) -> Result<BTreeMap<PathBuf, Vec<u8>>, String> {
     let _ = std::fs::remove_dir_all(&scratch);
     let drawn = drawn?;
     for chart in &drawn {
-        let path = reference.join(&chart.file);
+        let path = reference.join(chart.file);
         let svg = std::fs::read(&path).map_err(|e| {
             format!(
                 "cannot read {}: {e} (run `cargo run -- plot {REFERENCE}`)",
                 path.display()
             )
         })?;
-        files.insert(out.join("charts").join(&chart.file), svg);
+        files.insert(out.join("charts").join(chart.file), svg);
         // What the chart shows, alone, for the chapters that show it.
-        let sentence = report::sentence(&run, &chart.file) + "\n";
+        let sentence = (chart.sentence)(&run) + "\n";
         let name = chart.file.trim_end_matches(".svg");
         files.insert(
             out.join("sentences").join(format!("{name}.md")),
@@ -103,7 +104,7 @@ pub fn generate(root: &Path) -> Result<BTreeMap<PathBuf, Vec<u8>>, String> {
         out.join("machine.md"),
         report::machine_md(&run).into_bytes(),
     );
-    for experiment in crate::results::EXPERIMENTS {
+    for experiment in Experiment::all() {
         let md = report::section(&run, &drawn, experiment, "generated/charts/");
         files.insert(
             out.join("experiments").join(format!("{experiment}.md")),

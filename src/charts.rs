@@ -7,232 +7,221 @@ use std::path::Path;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 
-use crate::results::{Run, Series};
+use crate::experiments::Experiment;
+use crate::report;
+use crate::results::{Point, Run, Series};
 
 const SIZE: (u32, u32) = (900, 620);
 /// Height of the plot; the rest is the notes under it.
 const PLOT_HEIGHT: u32 = 500;
 const FONT: &str = "sans-serif";
 
-/// A chart written by [`draw_all`]: file name, title, what it shows (generated).
-#[derive(Clone, Debug, PartialEq)]
-pub struct Chart {
-    pub file: String,
-    pub title: String,
-    pub experiment: String,
-}
+/// The colour of each model, peer and wait call, the same in every chart.
+pub const COLOURS: &[(&str, RGBColor)] = &[
+    ("blocking", RGBColor(214, 39, 40)),
+    ("busy-poll", RGBColor(140, 86, 75)),
+    ("select", RGBColor(255, 127, 14)),
+    ("poll", RGBColor(148, 103, 189)),
+    ("epoll-lt", RGBColor(23, 190, 207)),
+    ("epoll-et", RGBColor(31, 119, 180)),
+    ("epoll", RGBColor(31, 119, 180)),
+    ("thread-pool", RGBColor(227, 119, 194)),
+    ("reactor", RGBColor(188, 189, 34)),
+    ("sigio", RGBColor(127, 127, 127)),
+    ("io-uring", RGBColor(0, 0, 0)),
+    ("epoll-mt", RGBColor(57, 59, 121)),
+    ("nginx", RGBColor(44, 160, 44)),
+    ("tornado", RGBColor(140, 162, 82)),
+];
 
-/// The colour of a model (or peer, or wait call) in every chart; the reactor with its
-/// work on the loop (`--executor 0`) is a darker shade of the reactor.
+/// The colour of a series (a model, with its arguments): its model's; the reactor with
+/// its work on the loop (`--executor 0`) is a darker shade of the reactor.
 pub fn colour(name: &str) -> RGBColor {
     let model = name.split_whitespace().next().unwrap_or(name);
+    let base = COLOURS
+        .iter()
+        .find(|(m, _)| *m == model)
+        .map_or(RGBColor(120, 120, 120), |(_, c)| *c);
     if name.ends_with("--executor 0") {
-        let RGBColor(r, g, b) = colour(model);
+        let RGBColor(r, g, b) = base;
         return RGBColor(r / 2, g / 2, b / 2);
     }
-    match model {
-        "blocking" => RGBColor(214, 39, 40),
-        "busy-poll" => RGBColor(140, 86, 75),
-        "select" => RGBColor(255, 127, 14),
-        "poll" => RGBColor(148, 103, 189),
-        "epoll-lt" => RGBColor(23, 190, 207),
-        "epoll-et" | "epoll" => RGBColor(31, 119, 180),
-        "thread-pool" => RGBColor(227, 119, 194),
-        "reactor" => RGBColor(188, 189, 34),
-        "sigio" => RGBColor(127, 127, 127),
-        "io-uring" => RGBColor(0, 0, 0),
-        "epoll-mt" => RGBColor(57, 59, 121),
-        "nginx" => RGBColor(44, 160, 44),
-        "tornado" => RGBColor(140, 162, 82),
-        _ => RGBColor(120, 120, 120),
-    }
+    base
 }
 
-/// How a chart's y comes out of a point.
-struct Spec {
-    file: &'static str,
-    title: &'static str,
-    experiment: &'static str,
-    x_desc: &'static str,
-    y_desc: &'static str,
-    log_x: bool,
-    log_y: bool,
-    /// Where the legend covers no line.
-    legend: SeriesLabelPosition,
+/// How a chart is drawn.
+#[derive(Clone, Debug)]
+pub enum Kind {
+    /// One line per model over x; where the legend covers no line.
+    Lines {
+        log_x: bool,
+        log_y: bool,
+        legend: SeriesLabelPosition,
+    },
+    /// Grouped bars: one group per x, one bar per model.
+    Bars,
 }
+
+/// One entry of the table of charts.
+pub struct ChartSpec {
+    pub file: &'static str,
+    pub title: &'static str,
+    /// The experiment whose points it draws; its x axis is that experiment's.
+    pub experiment: Experiment,
+    pub y_desc: &'static str,
+    pub kind: Kind,
+    /// What it draws: one series per model, from the run.
+    pub series: fn(&Run) -> Vec<Series>,
+    /// The sentence under it, computed from the run.
+    pub sentence: fn(&Run) -> String,
+}
+
+/// Every chart, in the order the report shows them.
+pub const CHARTS: &[ChartSpec] = &[
+    ChartSpec {
+        file: "idle-throughput.svg",
+        title: "Throughput of a few busy connections beside idle ones",
+        experiment: Experiment::Idle,
+        y_desc: "requests per second (2xx)",
+        kind: Kind::Lines {
+            log_x: false,
+            log_y: false,
+            legend: SeriesLabelPosition::UpperRight,
+        },
+        series: |run| run.series(Experiment::Idle, Point::rps),
+        sentence: report::idle_throughput,
+    },
+    ChartSpec {
+        file: "idle-p99.svg",
+        title: "p99 latency of the busy connections beside idle ones",
+        experiment: Experiment::Idle,
+        y_desc: "p99 latency (ms, log scale)",
+        kind: Kind::Lines {
+            log_x: false,
+            log_y: true,
+            legend: SeriesLabelPosition::UpperLeft,
+        },
+        series: |run| run.series(Experiment::Idle, Point::p99_ms),
+        sentence: report::idle_p99,
+    },
+    ChartSpec {
+        file: "idle-cpu-per-request.svg",
+        title: "Server CPU time per request beside idle connections",
+        experiment: Experiment::Idle,
+        y_desc: "server CPU per request (µs, user + sys)",
+        kind: Kind::Lines {
+            log_x: false,
+            log_y: false,
+            legend: SeriesLabelPosition::UpperLeft,
+        },
+        series: |run| run.series(Experiment::Idle, Point::cpu_us_per_request),
+        sentence: report::idle_cpu_per_request,
+    },
+    ChartSpec {
+        file: "memory-per-connection.svg",
+        title: "Server memory per idle connection",
+        experiment: Experiment::Idle,
+        y_desc: "resident memory per idle connection (KiB)",
+        kind: Kind::Lines {
+            log_x: false,
+            log_y: false,
+            legend: SeriesLabelPosition::UpperRight,
+        },
+        series: Run::memory_per_idle_connection,
+        sentence: report::memory_per_connection,
+    },
+    ChartSpec {
+        file: "active-throughput.svg",
+        title: "Throughput as active connections grow (no idle ones)",
+        experiment: Experiment::Active,
+        y_desc: "requests per second (2xx)",
+        kind: Kind::Lines {
+            log_x: true,
+            log_y: false,
+            legend: SeriesLabelPosition::UpperRight,
+        },
+        series: |run| run.series(Experiment::Active, Point::rps),
+        sentence: report::active_throughput,
+    },
+    ChartSpec {
+        file: "churn.svg",
+        title: "Connection churn: a new connection per request (HTTP/1.0)",
+        experiment: Experiment::Churn,
+        y_desc: "connections per second (one request each)",
+        kind: Kind::Bars,
+        series: |run| run.series(Experiment::Churn, Point::rps),
+        sentence: report::churn,
+    },
+    ChartSpec {
+        file: "blocking.svg",
+        title: "A handler that blocks: /sleep in the handler",
+        experiment: Experiment::Blocking,
+        y_desc: "requests per second (2xx)",
+        kind: Kind::Bars,
+        series: |run| run.series(Experiment::Blocking, Point::rps),
+        sentence: report::blocking,
+    },
+    ChartSpec {
+        file: "wait-cost.svg",
+        title: "Cost of one wait call with one descriptor ready (Kerrisk's table 63-9)",
+        experiment: Experiment::WaitCost,
+        y_desc: "nanoseconds per call (log scale)",
+        kind: Kind::Lines {
+            log_x: true,
+            log_y: true,
+            legend: SeriesLabelPosition::UpperLeft,
+        },
+        series: |run| run.series(Experiment::WaitCost, |p| p.ns_per_wait),
+        sentence: report::wait_cost,
+    },
+];
 
 /// Draw every chart the run has data for into `dir`; returns what was drawn.
-pub fn draw_all(run: &Run, dir: &Path) -> Result<Vec<Chart>, String> {
+pub fn draw_all(run: &Run, dir: &Path) -> Result<Vec<&'static ChartSpec>, String> {
     let mut drawn = Vec::new();
-    let lines: [(Spec, Vec<Series>); 6] = [
-        (
-            Spec {
-                file: "idle-throughput.svg",
-                title: "Throughput of a few busy connections beside idle ones",
-                experiment: "idle",
-                x_desc: "idle connections",
-                y_desc: "requests per second (2xx)",
-                log_x: false,
-                log_y: false,
-                legend: SeriesLabelPosition::UpperRight,
-            },
-            run.series("idle", |p| p.rps()),
-        ),
-        (
-            Spec {
-                file: "idle-p99.svg",
-                title: "p99 latency of the busy connections beside idle ones",
-                experiment: "idle",
-                x_desc: "idle connections",
-                y_desc: "p99 latency (ms, log scale)",
-                log_x: false,
-                log_y: true,
-                legend: SeriesLabelPosition::UpperLeft,
-            },
-            run.series("idle", |p| p.p99_ms()),
-        ),
-        (
-            Spec {
-                file: "idle-cpu-per-request.svg",
-                title: "Server CPU time per request beside idle connections",
-                experiment: "idle",
-                x_desc: "idle connections",
-                y_desc: "server CPU per request (µs, user + sys)",
-                log_x: false,
-                log_y: false,
-                legend: SeriesLabelPosition::UpperLeft,
-            },
-            run.series("idle", |p| p.cpu_us_per_request()),
-        ),
-        (
-            Spec {
-                file: "memory-per-connection.svg",
-                title: "Server memory per idle connection",
-                experiment: "idle",
-                x_desc: "idle connections",
-                y_desc: "resident memory per idle connection (KiB)",
-                log_x: false,
-                log_y: false,
-                legend: SeriesLabelPosition::UpperRight,
-            },
-            memory_per_connection(run),
-        ),
-        (
-            Spec {
-                file: "active-throughput.svg",
-                title: "Throughput as active connections grow (no idle ones)",
-                experiment: "active",
-                x_desc: "active connections (log scale)",
-                y_desc: "requests per second (2xx)",
-                log_x: true,
-                log_y: false,
-                legend: SeriesLabelPosition::UpperRight,
-            },
-            run.series("active", |p| p.rps()),
-        ),
-        (
-            Spec {
-                file: "wait-cost.svg",
-                title: "Cost of one wait call with one descriptor ready (Kerrisk's table 63-9)",
-                experiment: "wait-cost",
-                x_desc: "descriptors watched (log scale)",
-                y_desc: "nanoseconds per call (log scale)",
-                log_x: true,
-                log_y: true,
-                legend: SeriesLabelPosition::UpperLeft,
-            },
-            run.series("wait-cost", |p| p.ns_per_wait),
-        ),
-    ];
-    for (spec, series) in lines {
+    for spec in CHARTS {
+        let series = (spec.series)(run);
         if series.is_empty() {
             continue;
         }
         let notes = notes(&series);
         let path = dir.join(spec.file);
-        line_chart(&path, &spec, &series, &notes)
-            .map_err(|e| format!("cannot draw {}: {e}", path.display()))?;
-        drawn.push(Chart {
-            file: spec.file.into(),
-            title: spec.title.into(),
-            experiment: spec.experiment.into(),
-        });
-    }
-    let bars = [
-        (
-            "churn.svg",
-            "Connection churn: a new connection per request (HTTP/1.0)",
-            "churn",
-            "connections per second (one request each)",
-        ),
-        (
-            "blocking.svg",
-            "A handler that blocks: /sleep in the handler",
-            "blocking",
-            "requests per second (2xx)",
-        ),
-    ];
-    for (file, title, experiment, y_desc) in bars {
-        let series = run.series(experiment, |p| p.rps());
-        if series.is_empty() {
-            continue;
-        }
-        let group = match experiment {
-            "churn" => "connections".to_string(),
-            _ => {
-                let path = run
+        let facts = spec.experiment.facts();
+        match &spec.kind {
+            Kind::Lines { log_x, .. } => {
+                let x_desc = if *log_x {
+                    format!("{} (log scale)", facts.x_name)
+                } else {
+                    facts.x_name.to_string()
+                };
+                line_chart(&path, spec, &x_desc, &series, &notes)
+            }
+            Kind::Bars => {
+                // The path every request asked, where the experiment has one.
+                let path_asked = run
                     .points
                     .iter()
-                    .find(|p| p.experiment == experiment)
-                    .and_then(|p| p.path.clone())
-                    .unwrap_or_default();
-                format!("connections, each asking {path}")
+                    .find(|p| p.experiment == spec.experiment)
+                    .and_then(|p| p.path.clone());
+                let group = match path_asked {
+                    Some(asked) => format!("{}, each asking {asked}", facts.x_name),
+                    None => facts.x_name.to_string(),
+                };
+                bar_chart(&path, spec.title, &group, spec.y_desc, &series, &notes)
             }
-        };
-        let notes = notes(&series);
-        let path = dir.join(file);
-        bar_chart(&path, title, &group, y_desc, &series, &notes)
-            .map_err(|e| format!("cannot draw {}: {e}", path.display()))?;
-        drawn.push(Chart {
-            file: file.into(),
-            title: title.into(),
-            experiment: experiment.into(),
-        });
+        }
+        .map_err(|e| format!("cannot draw {}: {e}", path.display()))?;
+        drawn.push(spec);
     }
     Ok(drawn)
-}
-
-/// (RSS at N idle - RSS at 0 idle) / N, per model, from the idle experiment's medians.
-pub fn memory_per_connection(run: &Run) -> Vec<Series> {
-    run.series("idle", |p| p.server.as_ref().map(|s| s.rss_kb as f64))
-        .into_iter()
-        .map(|s| {
-            let base = s.values.iter().find(|v| v.0 == 0.0).map(|v| v.1);
-            Series {
-                values: match base {
-                    Some(base) => s
-                        .values
-                        .iter()
-                        .filter(|v| v.0 > 0.0)
-                        .map(|&(x, rss, sat)| (x, ((rss - base) / x).max(0.0), sat))
-                        .collect(),
-                    None => Vec::new(),
-                },
-                limits: s.limits.clone(),
-                name: s.name,
-            }
-        })
-        .filter(|s| !s.values.is_empty() || !s.limits.is_empty())
-        .collect()
 }
 
 /// The lines under a chart: its limits, and where the load generator was the limit.
 pub fn notes(series: &[Series]) -> Vec<String> {
     let mut notes = Vec::new();
     for s in series {
-        if let Some((x, why)) = s.limits.first() {
-            let why = why.split("; the server said").next().unwrap_or(why);
-            notes.push(format!("× {}: limit from {x} ({why})", s.name));
+        if let Some((x, limit)) = s.limits.first() {
+            notes.push(format!("× {}: limit from {x} ({})", s.name, limit.why));
         }
     }
     let saturated: Vec<String> = series
@@ -259,7 +248,21 @@ pub fn notes(series: &[Series]) -> Vec<String> {
 
 type Area<'a> = DrawingArea<SVGBackend<'a>, Shift>;
 
-fn line_chart(path: &Path, spec: &Spec, series: &[Series], notes: &[String]) -> Result<(), String> {
+fn line_chart(
+    path: &Path,
+    spec: &ChartSpec,
+    x_desc: &str,
+    series: &[Series],
+    notes: &[String],
+) -> Result<(), String> {
+    let Kind::Lines {
+        log_x,
+        log_y,
+        ref legend,
+    } = spec.kind
+    else {
+        return Err(format!("{} is not a line chart", spec.file));
+    };
     let root = SVGBackend::new(path, SIZE).into_drawing_area();
     root.fill(&WHITE).map_err(|e| e.to_string())?;
     let (upper, lower) = root.split_vertically(PLOT_HEIGHT);
@@ -270,19 +273,37 @@ fn line_chart(path: &Path, spec: &Spec, series: &[Series], notes: &[String]) -> 
             .map(|v| v.0)
             .chain(s.limits.iter().map(|l| l.0))
     });
-    let (x_lo, x_hi) = bounds(xs, spec.log_x);
+    let (x_lo, x_hi) = bounds(xs, log_x);
     let ys = series.iter().flat_map(|s| s.values.iter().map(|v| v.1));
-    let (y_lo, y_hi) = bounds(ys, spec.log_y);
-    let y_lo = if spec.log_y { y_lo } else { 0.0 };
-    let y_hi = if spec.log_y { y_hi * 1.5 } else { y_hi * 1.12 };
+    let (y_lo, y_hi) = bounds(ys, log_y);
+    let y_lo = if log_y { y_lo } else { 0.0 };
+    let y_hi = if log_y { y_hi * 1.5 } else { y_hi * 1.12 };
 
-    match (spec.log_x, spec.log_y) {
-        (false, false) => plot(&upper, spec, series, x_lo..x_hi, y_lo..y_hi),
-        (true, false) => plot(&upper, spec, series, (x_lo..x_hi).log_scale(), y_lo..y_hi),
-        (false, true) => plot(&upper, spec, series, x_lo..x_hi, (y_lo..y_hi).log_scale()),
+    let labels = Labels {
+        title: spec.title,
+        x_desc,
+        y_desc: spec.y_desc,
+        legend: legend.clone(),
+    };
+    match (log_x, log_y) {
+        (false, false) => plot(&upper, &labels, series, x_lo..x_hi, y_lo..y_hi),
+        (true, false) => plot(
+            &upper,
+            &labels,
+            series,
+            (x_lo..x_hi).log_scale(),
+            y_lo..y_hi,
+        ),
+        (false, true) => plot(
+            &upper,
+            &labels,
+            series,
+            x_lo..x_hi,
+            (y_lo..y_hi).log_scale(),
+        ),
         (true, true) => plot(
             &upper,
-            spec,
+            &labels,
             series,
             (x_lo..x_hi).log_scale(),
             (y_lo..y_hi).log_scale(),
@@ -309,9 +330,17 @@ fn bounds(values: impl Iterator<Item = f64>, log: bool) -> (f64, f64) {
     }
 }
 
+/// The words on a line chart.
+struct Labels<'a> {
+    title: &'a str,
+    x_desc: &'a str,
+    y_desc: &'a str,
+    legend: SeriesLabelPosition,
+}
+
 fn plot<X, Y>(
     area: &Area,
-    spec: &Spec,
+    spec: &Labels,
     series: &[Series],
     x_range: X,
     y_range: Y,

@@ -5,14 +5,16 @@
 //!
 //! - [`bench`]: servers as pinned child processes, the load generator in this process,
 //!   the wait-cost loop, peers (nginx, Tornado) and the wrk cross-check.
+//! - [`experiments`]: the experiments, one table of facts per experiment.
 //! - [`results`]: the run.json schema, read back by everything else.
-//! - [`charts`]: SVG charts (plotters), one colour per model.
+//! - [`charts`]: SVG charts (plotters), one table of chart specs, one colour per model.
 //! - [`report`]: REPORT.md and the terminal table, generated from run.json.
 //! - [`book`]: the book's generated pages (model diffs, the reference run's results).
 
 pub mod bench;
 pub mod book;
 pub mod charts;
+pub mod experiments;
 pub mod report;
 pub mod results;
 
@@ -21,7 +23,7 @@ use std::path::Path;
 pub use results::Run;
 
 /// Draw the charts and write REPORT.md for the run in `dir`, from its run.json.
-pub fn plot(dir: &Path) -> Result<(Run, Vec<charts::Chart>), String> {
+pub fn plot(dir: &Path) -> Result<(Run, Vec<&'static charts::ChartSpec>), String> {
     let run = Run::load(dir)?;
     let drawn = charts::draw_all(&run, dir)?;
     let path = dir.join("REPORT.md");

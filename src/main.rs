@@ -10,7 +10,7 @@ use clap::builder::PossibleValuesParser;
 use clap::{Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use iomodels::bench::{self, peers, Profile};
-use iomodels::results::EXPERIMENTS;
+use iomodels::experiments::Experiment;
 use iomodels_loadgen as loadgen;
 use iomodels_servers::{self as servers, Config, Proto, MODELS};
 
@@ -54,9 +54,8 @@ struct BenchArgs {
     #[arg(long, value_enum, default_value_t = Profile::Quick)]
     profile: Profile,
     /// Experiments to run, comma-separated [default: all].
-    #[arg(long, value_delimiter = ',',
-          value_parser = PossibleValuesParser::new(EXPERIMENTS.iter().copied()))]
-    experiments: Vec<String>,
+    #[arg(long, value_delimiter = ',', value_enum)]
+    experiments: Vec<Experiment>,
     /// Models to run, comma-separated [default: every model].
     #[arg(long, value_delimiter = ',',
           value_parser = PossibleValuesParser::new(MODELS.iter().map(|m| m.name)))]
@@ -261,13 +260,13 @@ fn load(args: LoadArgs) -> Result<(), String> {
 
 fn run_bench(args: BenchArgs) -> Result<(), String> {
     let exe = std::env::current_exe().map_err(|e| format!("cannot find this binary: {e}"))?;
-    let all = |given: Vec<String>, every: Vec<&str>| {
+    fn all<T>(given: Vec<T>, every: impl Iterator<Item = T>) -> Vec<T> {
         if given.is_empty() {
-            every.into_iter().map(String::from).collect()
+            every.collect()
         } else {
             given
         }
-    };
+    }
     let options = bench::Options {
         exe,
         profile: args.profile,
@@ -278,8 +277,8 @@ fn run_bench(args: BenchArgs) -> Result<(), String> {
             window: args.window,
             repeats: args.repeats,
         },
-        experiments: all(args.experiments, EXPERIMENTS.to_vec()),
-        models: all(args.models, MODELS.iter().map(|m| m.name).collect()),
+        experiments: all(args.experiments, Experiment::all()),
+        models: all(args.models, MODELS.iter().map(|m| m.name.to_string())),
         peers: args.peers,
         out: args.out.unwrap_or_else(bench::default_out),
     };

@@ -9,13 +9,15 @@ use std::path::Path;
 
 use iomodels_loadgen::Report;
 use iomodels_servers::Snapshot;
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
+
+use crate::experiments::{Axis, Experiment};
 
 /// Bumped whenever a field changes meaning or goes away; `plot` refuses other versions.
-pub const SCHEMA_VERSION: u32 = 1;
-
-/// The experiments, in the order they run and are reported.
-pub const EXPERIMENTS: &[&str] = &["idle", "active", "churn", "blocking", "wait-cost"];
+/// Version 2: a limit is a [`Limit`] (its reason and the server's words apart).
+pub const SCHEMA_VERSION: u32 = 2;
+/// Older versions still read, converted on the way in: 1 (a limit was one string).
+pub const READS_SCHEMA_VERSIONS: &[u32] = &[1, SCHEMA_VERSION];
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Run {
@@ -82,7 +84,7 @@ pub struct CrossCheck {
 /// One measurement. Parameters that do not apply to an experiment are absent.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Point {
-    pub experiment: String,
+    pub experiment: Experiment,
     /// A model of the table, a peer (`nginx`, `tornado`), or for wait-cost the call.
     pub model: String,
     /// 0-based; the median over repeats is what tables and charts show.
@@ -109,7 +111,87 @@ pub struct Point {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub server: Option<ServerMetrics>,
     /// Null, or why this model could not do this point (it is drawn as a limit).
-    pub limit: Option<String>,
+    #[serde(deserialize_with = "limit_of_any_version")]
+    pub limit: Option<Limit>,
+}
+
+/// Why a model could not do a point: drawn as a limit, never as a zero.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Limit {
+    /// What it could not do, in the suite's words ("held 1015 of 2000 idle connections").
+    pub why: String,
+    /// What the server itself printed about it (stderr), when it said anything.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_said: Option<String>,
+    /// Not measured: its series had met this limit already at the smaller x `past`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub past: Option<usize>,
+}
+
+impl Limit {
+    pub fn new(why: impl Into<String>) -> Limit {
+        Limit {
+            why: why.into(),
+            ..Limit::default()
+        }
+    }
+
+    /// The same limit, for a larger point of the series that is therefore not run.
+    pub fn not_run_past(&self, x: usize) -> Limit {
+        Limit {
+            past: Some(x),
+            ..self.clone()
+        }
+    }
+
+    /// Schema 1 kept a limit as one string: "WHY[; the server said: SAID]", wrapped in
+    /// "not run: past the limit met at X (…)" for the points after it.
+    fn from_schema_1(text: &str) -> Limit {
+        const SAID: &str = "; the server said: ";
+        const PAST: &str = "not run: past the limit met at ";
+        if let Some(rest) = text.strip_prefix(PAST) {
+            if let Some((x, inner)) = rest.split_once(" (") {
+                if let (Ok(x), Some(inner)) = (x.parse(), inner.strip_suffix(')')) {
+                    return Limit::from_schema_1(inner).not_run_past(x);
+                }
+            }
+        }
+        match text.split_once(SAID) {
+            Some((why, said)) => Limit {
+                why: why.into(),
+                server_said: Some(said.into()),
+                past: None,
+            },
+            None => Limit::new(text),
+        }
+    }
+}
+
+impl std::fmt::Display for Limit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let said = match &self.server_said {
+            Some(said) => format!("{}; the server said: {said}", self.why),
+            None => self.why.clone(),
+        };
+        match self.past {
+            Some(x) => write!(f, "not run: past the limit met at {x} ({said})"),
+            None => f.write_str(&said),
+        }
+    }
+}
+
+/// A limit as any schema version wrote it: a [`Limit`], or schema 1's one string.
+fn limit_of_any_version<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Limit>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Written {
+        Now(Limit),
+        Schema1(String),
+    }
+    Ok(Option::<Written>::deserialize(d)?.map(|w| match w {
+        Written::Now(limit) => limit,
+        Written::Schema1(text) => Limit::from_schema_1(&text),
+    }))
 }
 
 /// The server process over the measured window.
@@ -130,9 +212,9 @@ pub struct ServerMetrics {
 
 impl Point {
     /// The point's identity, repeats aside: experiment, model, parameters.
-    pub fn key(&self) -> (String, String, Vec<String>, String) {
+    pub fn key(&self) -> (Experiment, String, Vec<String>, String) {
         (
-            self.experiment.clone(),
+            self.experiment,
             self.model.clone(),
             self.server_args.clone(),
             format!(
@@ -153,11 +235,12 @@ impl Point {
 
     /// The x of this point in its experiment's charts.
     pub fn x(&self) -> f64 {
-        match self.experiment.as_str() {
-            "idle" => self.idle.unwrap_or(0) as f64,
-            "wait-cost" => self.fds.unwrap_or(0) as f64,
-            _ => self.active.unwrap_or(0) as f64,
-        }
+        let x = match self.experiment.facts().axis {
+            Axis::Idle => self.idle,
+            Axis::Connections => self.active,
+            Axis::Descriptors => self.fds,
+        };
+        x.unwrap_or(0) as f64
     }
 
     pub fn saturated(&self) -> bool {
@@ -194,8 +277,8 @@ pub struct Series {
     pub name: String,
     /// (x, median y, the load generator was saturated in some repeat).
     pub values: Vec<(f64, f64, bool)>,
-    /// (x, reason): where the model could not go.
-    pub limits: Vec<(f64, String)>,
+    /// (x, why): where the model could not go.
+    pub limits: Vec<(f64, Limit)>,
 }
 
 impl Run {
@@ -205,9 +288,10 @@ impl Run {
             .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
         let run: Run = serde_json::from_str(&text)
             .map_err(|e| format!("{} is not a run file: {e}", path.display()))?;
-        if run.schema_version != SCHEMA_VERSION {
+        if !READS_SCHEMA_VERSIONS.contains(&run.schema_version) {
             return Err(format!(
-                "{} has schema_version {}; this iomodels reads version {SCHEMA_VERSION}",
+                "{} has schema_version {}; this iomodels reads versions {READS_SCHEMA_VERSIONS:?} \
+                 and writes {SCHEMA_VERSION}",
                 path.display(),
                 run.schema_version
             ));
@@ -228,7 +312,7 @@ impl Run {
     /// The points of one experiment, grouped into one series per model (in the order
     /// the models first appear), with `y` taken as the median of the repeats.
     /// A point is a limit when any repeat of it was.
-    pub fn series(&self, experiment: &str, y: impl Fn(&Point) -> Option<f64>) -> Vec<Series> {
+    pub fn series(&self, experiment: Experiment, y: impl Fn(&Point) -> Option<f64>) -> Vec<Series> {
         let mut order: Vec<String> = Vec::new();
         let mut groups: BTreeMap<(String, u64), Vec<&Point>> = BTreeMap::new();
         for p in self.points.iter().filter(|p| p.experiment == experiment) {
@@ -268,6 +352,33 @@ impl Run {
             })
             .collect()
     }
+
+    /// Resident memory each idle connection adds: (RSS at N idle - RSS at 0 idle) / N,
+    /// per model, from the idle experiment's medians.
+    pub fn memory_per_idle_connection(&self) -> Vec<Series> {
+        let rss = self.series(Experiment::Idle, |p| {
+            p.server.as_ref().map(|s| s.rss_kb as f64)
+        });
+        rss.into_iter()
+            .map(|s| {
+                let base = s.values.iter().find(|v| v.0 == 0.0).map(|v| v.1);
+                Series {
+                    values: match base {
+                        Some(base) => s
+                            .values
+                            .iter()
+                            .filter(|v| v.0 > 0.0)
+                            .map(|&(x, rss, sat)| (x, ((rss - base) / x).max(0.0), sat))
+                            .collect(),
+                        None => Vec::new(),
+                    },
+                    limits: s.limits.clone(),
+                    name: s.name,
+                }
+            })
+            .filter(|s| !s.values.is_empty() || !s.limits.is_empty())
+            .collect()
+    }
 }
 
 /// The median (the mean of the middle two for an even count); None when empty.
@@ -288,6 +399,25 @@ pub fn median(values: &[f64]) -> Option<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_schema_1_limit_comes_apart_into_why_what_the_server_said_and_where() {
+        let said = "iomodels: fd 1024 >= FD_SETSIZE (1024): select cannot watch it";
+        let held = "held 1015 of 2000 idle connections (0 closed by the server)";
+        let limit = Limit::from_schema_1(&format!("{held}; the server said: {said}"));
+        assert_eq!(limit.why, held);
+        assert_eq!(limit.server_said.as_deref(), Some(said));
+        assert_eq!(limit.past, None);
+        let text = format!("not run: past the limit met at 2000 ({held}; the server said: {said})");
+        let past = Limit::from_schema_1(&text);
+        assert_eq!(past, limit.not_run_past(2000));
+        // Written out again, each reads as it did.
+        assert_eq!(past.to_string(), text);
+        assert_eq!(
+            Limit::from_schema_1("could not start: no"),
+            Limit::new("could not start: no")
+        );
+    }
 
     #[test]
     fn median_of_odd_even_and_empty() {

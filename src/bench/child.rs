@@ -15,6 +15,8 @@ use nix::sched::{sched_setaffinity, CpuSet};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
+use crate::results::Limit;
+
 /// How long a server may take to start listening, or to stop.
 const PATIENCE: Duration = Duration::from_secs(10);
 
@@ -181,6 +183,15 @@ impl Server {
             .take(3)
             .collect();
         said.join(" | ")
+    }
+
+    /// A limit met by this server: `why`, with what the server said about it, if anything.
+    pub fn limit(&self, why: impl Into<String>) -> Limit {
+        let said = self.said();
+        Limit {
+            server_said: (!said.is_empty()).then_some(said),
+            ..Limit::new(why)
+        }
     }
 
     /// Ask for the counters now (SIGUSR1) and wait for the line they come on.

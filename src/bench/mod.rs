@@ -23,14 +23,9 @@ use iomodels_servers::{self as servers, Snapshot};
 use nix::sched::{sched_setaffinity, CpuSet};
 use nix::unistd::Pid;
 
-use crate::results::{
-    CrossCheck, Point, Run, ServerMetrics, Settings, EXPERIMENTS, SCHEMA_VERSION,
-};
+use crate::experiments::{Axis, Experiment};
+use crate::results::{CrossCheck, Limit, Point, Run, ServerMetrics, Settings, SCHEMA_VERSION};
 use child::{ProcSample, Server};
-
-/// The reactor in the blocking experiment: its work on the loop, and on 30 threads
-/// (more than the 20 connections, so that none waits for a thread).
-const REACTOR_EXECUTORS: [usize; 2] = [0, 30];
 
 /// How much to measure.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -95,13 +90,26 @@ struct Plan {
     wait_budget: Duration,
 }
 
+impl Plan {
+    /// The xs an experiment measures in this plan.
+    fn xs(&self, experiment: Experiment) -> Vec<usize> {
+        match experiment {
+            Experiment::Idle => self.idle.clone(),
+            Experiment::Active => self.active.clone(),
+            Experiment::Churn => self.churn.clone(),
+            Experiment::Blocking => vec![self.blocking.0],
+            Experiment::WaitCost => self.wait_fds.clone(),
+        }
+    }
+}
+
 pub struct Options {
     /// The `iomodels` binary that serves (this one, normally).
     pub exe: PathBuf,
     pub profile: Profile,
     /// Changes to the profile's plan, from the command line.
     pub overrides: Overrides,
-    pub experiments: Vec<String>,
+    pub experiments: Vec<Experiment>,
     pub models: Vec<String>,
     pub peers: Vec<String>,
     pub out: PathBuf,
@@ -135,57 +143,50 @@ impl Overrides {
 /// One measurement to make.
 #[derive(Clone, Debug)]
 struct Job {
-    experiment: &'static str,
+    experiment: Experiment,
     model: String,
     /// Extra `serve` arguments (the reactor's executor in the blocking experiment).
     args: Vec<String>,
     peer: bool,
     repeat: u32,
-    idle: usize,
-    active: usize,
-    fds: usize,
+    /// The x of this job in its series: what its experiment's axis counts.
+    x: usize,
+    /// Busy connections beside the idle ones (the idle experiment).
+    busy: usize,
 }
 
 impl Job {
     fn point(&self) -> Point {
-        let load = self.experiment != "wait-cost";
+        let (idle, active, fds) = match self.experiment.facts().axis {
+            Axis::Idle => (Some(self.x), Some(self.busy), None),
+            Axis::Connections => (None, Some(self.x), None),
+            Axis::Descriptors => (None, None, Some(self.x)),
+        };
         Point {
-            experiment: self.experiment.into(),
+            experiment: self.experiment,
             model: self.model.clone(),
             server_args: self.args.clone(),
             repeat: self.repeat,
-            idle: (self.experiment == "idle").then_some(self.idle),
-            active: load.then_some(self.active),
-            fds: (!load).then_some(self.fds),
+            idle,
+            active,
+            fds,
             ..Point::default()
         }
     }
 
-    /// The x of this job in its series, for the skip-past-a-limit rule.
-    fn x(&self) -> usize {
-        match self.experiment {
-            "idle" => self.idle,
-            "wait-cost" => self.fds,
-            _ => self.active,
-        }
-    }
-
     fn describe(&self, repeats: u32) -> String {
-        let what = match self.experiment {
-            "idle" => format!("{} idle + busy", self.idle),
-            "wait-cost" => format!("{} fds", self.fds),
-            "churn" => format!("{} connecting", self.active),
-            _ => format!("{} active", self.active),
-        };
+        let facts = self.experiment.facts();
         let repeat = if repeats > 1 {
             format!(" · repeat {}/{repeats}", self.repeat + 1)
         } else {
             String::new()
         };
         format!(
-            "{} · {} · {what}{repeat}",
-            self.experiment,
-            self.point().series_name()
+            "{} · {} · {} {}{repeat}",
+            facts.name,
+            self.point().series_name(),
+            self.x,
+            facts.x_name
         )
     }
 }
@@ -274,19 +275,19 @@ pub fn run(options: &Options) -> Result<Run, String> {
     };
 
     // Past a model's limit in a series, larger points are recorded, not run.
-    let mut limited: HashMap<(&str, String, u32), (usize, String)> = HashMap::new();
+    let mut limited: HashMap<(Experiment, String, u32), (usize, Limit)> = HashMap::new();
     for job in &jobs {
         ctx.bar.set_message(job.describe(ctx.plan.repeats));
         let key = (job.experiment, job.point().series_name(), job.repeat);
         let point = match limited.get(&key) {
-            Some((x, why)) if job.x() > *x => Point {
-                limit: Some(format!("not run: past the limit met at {x} ({why})")),
+            Some((x, limit)) if job.x > *x => Point {
+                limit: Some(limit.not_run_past(*x)),
                 ..job.point()
             },
             _ => measure(&ctx, job),
         };
-        if let Some(why) = &point.limit {
-            limited.entry(key).or_insert((job.x(), why.clone()));
+        if let Some(limit) = &point.limit {
+            limited.entry(key).or_insert((job.x, limit.clone()));
         }
         log(&ctx.bar, &job.describe(ctx.plan.repeats), &point);
         run.points.push(point);
@@ -295,7 +296,7 @@ pub fn run(options: &Options) -> Result<Run, String> {
     }
     ctx.bar.finish_and_clear();
 
-    if options.experiments.iter().any(|e| e != "wait-cost") {
+    if options.experiments.iter().any(|e| e.has_load()) {
         match peers::missing("wrk") {
             Some(why) => run.notes.push(why),
             None => match crosscheck(&ctx) {
@@ -312,30 +313,16 @@ pub fn run(options: &Options) -> Result<Run, String> {
 /// point by point with the models side by side (so drift hits them all alike).
 fn jobs(plan: &Plan, options: &Options, peers: &[String], server_cpus: usize) -> Vec<Job> {
     let mut jobs = Vec::new();
-    for &experiment in EXPERIMENTS {
-        if !options.experiments.iter().any(|e| e == experiment) {
-            continue;
-        }
-        let xs: Vec<usize> = match experiment {
-            "idle" => plan.idle.clone(),
-            "active" => plan.active.clone(),
-            "churn" => plan.churn.clone(),
-            "blocking" => vec![plan.blocking.0],
-            _ => plan.wait_fds.clone(),
-        };
-        let none = Vec::new;
-        let mut who: Vec<(String, Vec<String>, bool)> = if experiment == "wait-cost" {
-            wait_cost::CALLS
-                .iter()
-                .map(|c| (c.to_string(), none(), false))
-                .collect()
-        } else {
-            let mut who = Vec::new();
+    for experiment in Experiment::all().filter(|e| options.experiments.contains(e)) {
+        let facts = experiment.facts();
+        // (who, server arguments, a peer?)
+        let mut who: Vec<(String, Vec<String>, bool)> = Vec::new();
+        if experiment.has_load() {
             for m in &options.models {
-                if experiment == "blocking" && m == "reactor" {
-                    // Tornado's lesson: the blocking work on the loop, then on an executor.
-                    for executor in REACTOR_EXECUTORS {
-                        let args = vec!["--executor".to_string(), executor.to_string()];
+                let variants = facts.variants.iter().find(|(name, _)| name == m);
+                if let Some((_, variants)) = variants {
+                    for args in *variants {
+                        let args = args.iter().map(|a| a.to_string()).collect();
                         who.push((m.clone(), args, false));
                     }
                 } else if m == "epoll-mt" {
@@ -343,17 +330,18 @@ fn jobs(plan: &Plan, options: &Options, peers: &[String], server_cpus: usize) ->
                     let args = vec!["--threads".to_string(), server_cpus.to_string()];
                     who.push((m.clone(), args, false));
                 } else {
-                    who.push((m.clone(), none(), false));
+                    who.push((m.clone(), Vec::new(), false));
                 }
             }
-            who
-        };
-        // Peers serve `/` only: no blocking handler to compare.
-        if matches!(experiment, "idle" | "active" | "churn") {
-            who.extend(peers.iter().map(|p| (p.clone(), none(), true)));
+        } else {
+            let calls = wait_cost::CALLS.iter();
+            who.extend(calls.map(|c| (c.to_string(), Vec::new(), false)));
+        }
+        if facts.peers {
+            who.extend(peers.iter().map(|p| (p.clone(), Vec::new(), true)));
         }
         for repeat in 0..plan.repeats {
-            for &x in &xs {
+            for x in plan.xs(experiment) {
                 for (model, args, peer) in &who {
                     jobs.push(Job {
                         experiment,
@@ -361,13 +349,8 @@ fn jobs(plan: &Plan, options: &Options, peers: &[String], server_cpus: usize) ->
                         args: args.clone(),
                         peer: *peer,
                         repeat,
-                        idle: if experiment == "idle" { x } else { 0 },
-                        active: match experiment {
-                            "idle" => plan.busy,
-                            "wait-cost" => 0,
-                            _ => x,
-                        },
-                        fds: x,
+                        x,
+                        busy: plan.busy,
                     });
                 }
             }
@@ -378,17 +361,18 @@ fn jobs(plan: &Plan, options: &Options, peers: &[String], server_cpus: usize) ->
 
 fn measure(ctx: &Context, job: &Job) -> Point {
     let mut point = job.point();
-    if job.experiment == "wait-cost" {
-        match wait_cost::measure(&job.model, job.fds, ctx.plan.wait_budget) {
+    let facts = job.experiment.facts();
+    if !job.experiment.has_load() {
+        match wait_cost::measure(&job.model, job.x, ctx.plan.wait_budget) {
             Ok(m) => {
                 point.ns_per_wait = Some(m.ns_per_wait);
                 point.waits = Some(m.waits);
             }
-            Err(e) => point.limit = Some(e),
+            Err(e) => point.limit = Some(Limit::new(e)),
         }
         return point;
     }
-    if job.experiment == "blocking" {
+    if facts.blocking_path {
         point.path = Some(ctx.plan.blocking.1.into());
     }
     let started = if job.peer {
@@ -399,18 +383,18 @@ fn measure(ctx: &Context, job: &Job) -> Point {
     let mut server = match started {
         Ok(s) => s,
         Err(e) => {
-            point.limit = Some(format!("could not start: {e}"));
+            point.limit = Some(Limit::new(format!("could not start: {e}")));
             return point;
         }
     };
 
     let mut config = loadgen::Config::new(server.addr);
-    config.connections = job.active.max(1);
-    config.idle = job.idle;
+    config.connections = point.active.unwrap_or(1).max(1);
+    config.idle = point.idle.unwrap_or(0);
     config.warmup = ctx.plan.warmup;
     config.duration = ctx.plan.window;
     config.threads = ctx.load_threads;
-    config.keep_alive = job.experiment != "churn";
+    config.keep_alive = facts.keep_alive;
     if let Some(path) = &point.path {
         config.path = path.clone();
     }
@@ -432,14 +416,7 @@ fn measure(ctx: &Context, job: &Job) -> Point {
     let alive = server.check_alive();
 
     match result {
-        Err(e) => {
-            let said = server.said();
-            point.limit = Some(if said.is_empty() {
-                e
-            } else {
-                format!("{e}; the server said: {said}")
-            });
-        }
+        Err(e) => point.limit = Some(server.limit(e)),
         Ok(report) => {
             if let [Some((s0, p0)), Some((s1, p1))] = &edges {
                 point.server = Some(metrics(s0.as_ref(), p0, s1.as_ref(), p1));
@@ -449,20 +426,20 @@ fn measure(ctx: &Context, job: &Job) -> Point {
         }
     }
     if let Err(e) = alive {
-        point.limit = Some(e);
+        point.limit = Some(Limit::new(e));
     } else if let Err(e) = server.stop() {
-        point.limit.get_or_insert(e);
+        point.limit.get_or_insert(Limit::new(e));
     }
     point
 }
 
 /// None when the server held and answered every connection asked of it; otherwise
-/// the limit it met, in its own words where it gave any.
+/// the limit it met, with its own words where it gave any.
 fn held_everything(
     report: &loadgen::Report,
     server: Option<&ServerMetrics>,
     process: &Server,
-) -> Option<String> {
+) -> Option<Limit> {
     let refused = server
         .and_then(|s| s.counters.as_ref())
         .map_or(0, |c| c.refused);
@@ -488,12 +465,7 @@ fn held_everything(
     } else {
         return None;
     };
-    let said = process.said();
-    Some(if said.is_empty() {
-        why
-    } else {
-        format!("{why}; the server said: {said}")
-    })
+    Some(process.limit(why))
 }
 
 /// The server over the window: CPU between the edges, memory and threads at the end,
@@ -573,8 +545,8 @@ impl loadgen::Progress for Window<'_> {
 
 /// One line per point, above the bar (or on stderr when there is no terminal).
 fn log(bar: &ProgressBar, what: &str, p: &Point) {
-    let result = if let Some(why) = &p.limit {
-        format!("LIMIT: {why}")
+    let result = if let Some(limit) = &p.limit {
+        format!("LIMIT: {limit}")
     } else if let Some(ns) = p.ns_per_wait {
         format!("{ns:.0} ns per wait")
     } else if let Some(l) = &p.load {

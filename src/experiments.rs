@@ -1,0 +1,188 @@
+//! The experiments: one enum, and one table of facts per experiment, shaped like the
+//! models table. The suite, the report, the charts and the CLI read these facts; none of
+//! them matches on an experiment's name.
+
+use serde::{Deserialize, Serialize};
+
+use crate::results::Point;
+
+/// An experiment, spelled in kebab-case everywhere: the CLI, `"experiment"` in
+/// run.json, the report.
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    clap::ValueEnum,
+)]
+#[serde(rename_all = "kebab-case")]
+#[value(rename_all = "kebab-case")]
+pub enum Experiment {
+    #[default]
+    Idle,
+    Active,
+    Churn,
+    Blocking,
+    WaitCost,
+}
+
+/// What the x of an experiment counts, and so which field of a point holds it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Axis {
+    /// Idle connections held beside a few busy ones (`Point::idle`).
+    Idle,
+    /// Connections, every one busy (`Point::active`).
+    Connections,
+    /// Descriptors watched by one wait call, no load at all (`Point::fds`).
+    Descriptors,
+}
+
+/// One entry of the table of experiments.
+pub struct Facts {
+    pub experiment: Experiment,
+    /// The spelling of [`Experiment`] (the same as its serde and CLI spelling).
+    pub name: &'static str,
+    /// Its heading in the report and the book.
+    pub title: &'static str,
+    /// What x counts, and its name on an axis and in a table header.
+    pub axis: Axis,
+    pub x_name: &'static str,
+    /// What its table shows (the y), and its unit.
+    pub y_name: &'static str,
+    pub y: fn(&Point) -> Option<f64>,
+    /// Keep-alive connections (false: a new connection per request).
+    pub keep_alive: bool,
+    /// Every request asks the profile's blocking path (`/sleep/…`).
+    pub blocking_path: bool,
+    /// Real peers (nginx, Tornado) join it: they serve `/` only.
+    pub peers: bool,
+    /// Models run more than once, with these server arguments each time (the lesson of
+    /// the experiment); other models run once, as they are.
+    pub variants: &'static [(&'static str, &'static [&'static [&'static str]])],
+}
+
+/// The experiments, in the order they run and are reported.
+pub const EXPERIMENTS: &[Facts] = &[
+    Facts {
+        experiment: Experiment::Idle,
+        name: "idle",
+        title: "Idle connections: a few busy connections beside 0 … N idle ones",
+        axis: Axis::Idle,
+        x_name: "idle connections",
+        y_name: "requests per second (2xx)",
+        y: Point::rps,
+        keep_alive: true,
+        blocking_path: false,
+        peers: true,
+        variants: &[],
+    },
+    Facts {
+        experiment: Experiment::Active,
+        name: "active",
+        title: "Active connections: every connection busy, none idle",
+        axis: Axis::Connections,
+        x_name: "active connections",
+        y_name: "requests per second (2xx)",
+        y: Point::rps,
+        keep_alive: true,
+        blocking_path: false,
+        peers: true,
+        variants: &[],
+    },
+    Facts {
+        experiment: Experiment::Churn,
+        name: "churn",
+        title: "Connection churn: HTTP/1.0, a new connection per request",
+        axis: Axis::Connections,
+        x_name: "connections",
+        y_name: "connections per second (one request each)",
+        y: Point::rps,
+        keep_alive: false,
+        blocking_path: false,
+        peers: true,
+        variants: &[],
+    },
+    Facts {
+        experiment: Experiment::Blocking,
+        name: "blocking",
+        title: "Blocking work in the handler",
+        axis: Axis::Connections,
+        x_name: "connections",
+        y_name: "requests per second (2xx)",
+        y: Point::rps,
+        keep_alive: true,
+        blocking_path: true,
+        peers: false,
+        // Tornado's lesson: the blocking work on the loop, then on an executor of more
+        // threads than there are connections, so that none waits for a thread.
+        variants: &[("reactor", &[&["--executor", "0"], &["--executor", "30"]])],
+    },
+    Facts {
+        experiment: Experiment::WaitCost,
+        name: "wait-cost",
+        title: "The cost of one wait call (after Kerrisk)",
+        axis: Axis::Descriptors,
+        x_name: "descriptors watched",
+        y_name: "ns per wait",
+        y: |p| p.ns_per_wait,
+        keep_alive: true,
+        blocking_path: false,
+        peers: false,
+        variants: &[],
+    },
+];
+
+impl Experiment {
+    pub fn facts(self) -> &'static Facts {
+        EXPERIMENTS
+            .iter()
+            .find(|f| f.experiment == self)
+            .expect("every experiment has its facts")
+    }
+
+    pub fn name(self) -> &'static str {
+        self.facts().name
+    }
+
+    /// Whether the load generator drives a server in it (wait-cost times the calls
+    /// themselves, with no server).
+    pub fn has_load(self) -> bool {
+        self.facts().axis != Axis::Descriptors
+    }
+
+    /// Every experiment, in the table's order.
+    pub fn all() -> impl Iterator<Item = Experiment> {
+        EXPERIMENTS.iter().map(|f| f.experiment)
+    }
+}
+
+impl std::fmt::Display for Experiment {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::ValueEnum;
+
+    #[test]
+    fn every_experiment_has_one_row_spelled_as_serde_and_clap_spell_it() {
+        for e in Experiment::value_variants() {
+            let rows = EXPERIMENTS.iter().filter(|f| f.experiment == *e).count();
+            assert_eq!(rows, 1, "{e:?}");
+            let json = serde_json::to_string(e).unwrap();
+            assert_eq!(json, format!("\"{}\"", e.name()));
+            let clap = e.to_possible_value().unwrap();
+            assert_eq!(clap.get_name(), e.name());
+        }
+    }
+}
