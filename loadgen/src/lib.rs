@@ -7,6 +7,7 @@
 //! - [`engine`]: one epoll loop per thread over thousands of non-blocking connections.
 //! - [`schedule`]: the open loop's clock (latency from the intended send time).
 //! - [`response`]: answers framed (HTTP, by Content-Length) or checked (echo), sans-IO.
+//! - [`window`]: the measured window, the one place that says whether an instant counts.
 //! - [`report`]: per-thread tallies, merged into the report (summary and JSON).
 //! - [`run`]: the whole run: limits, threads, ramp, common start, merge.
 
@@ -16,14 +17,17 @@ pub mod limits;
 pub mod report;
 pub mod response;
 pub mod schedule;
+pub mod window;
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
+use window::Window;
+
 pub use config::{parse_source_addrs, Config, Proto};
 pub use report::{ErrorClass, Report, Tally};
 
-use engine::{Plan, Shared};
+use engine::{Plan, Shared, Start};
 
 /// What the caller wants to hear while a run goes on.
 pub trait Progress: Sync {
@@ -106,11 +110,11 @@ pub fn run(config: &Config, progress: &dyn Progress) -> Result<Report, String> {
         let established = shared.established.load(Relaxed) as usize;
         let go = everyone_ready && established >= total;
         let start = Instant::now() + Duration::from_millis(10);
-        *shared.start.lock().unwrap() = Some(go.then_some(start));
+        *shared.start.lock().unwrap() = if go { Start::At(start) } else { Start::Abort };
         shared.go.notify_all();
         if go {
-            let opens = start + config.warmup;
-            let end = opens + config.duration;
+            let window = Window::after(start, config.warmup, config.duration);
+            let (opens, end) = (window.from, window.end);
             let mut opened = false;
             // The threads stop at `end` by their own clocks: one may finish just before
             // this loop sees `end`, so the window is closed after the loop, whichever

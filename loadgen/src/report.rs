@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use hdrhistogram::serialization::{Serializer, V2DeflateSerializer};
@@ -10,6 +10,7 @@ use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
 use crate::config::Config;
+use crate::window::Window;
 
 /// How a request (or a connection attempt) can fail.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -63,6 +64,17 @@ pub struct Second {
     pub latency: Histogram<u64>,
     /// Connections open when the second was last touched.
     pub open: u64,
+}
+
+/// One answer, as [`Tally::answered`] counts it.
+#[derive(Clone, Copy, Debug)]
+pub struct Answered {
+    pub status: u16,
+    /// Its request was sent inside the window.
+    pub measured: bool,
+    /// Open loop: when the schedule said to send; closed loop: when it was sent.
+    pub intended: Instant,
+    pub sent: Instant,
 }
 
 /// One thread's counts for the measured window.
@@ -176,7 +188,67 @@ impl Tally {
         self.cpu += other.cpu;
     }
 
-    /// Every request sent in the window is accounted for exactly once.
+    /// An answer with `status` arrived at `now` for a request that was `measured` (sent
+    /// inside the window), meant for `intended` and sent at `sent`; `open` connections
+    /// were open then. Throughput counts every 2xx arriving in the window, whenever its
+    /// request left (a slow answer to a warm-up request too, as wrk counts it); the books
+    /// of `sent` count the requests sent in the window.
+    pub fn answered(&mut self, window: &Window, answer: &Answered, now: Instant, open: u64) {
+        if !answer.measured && !window.opened_by(now) {
+            return;
+        }
+        let second = window.second_of(now);
+        if (200..300).contains(&answer.status) {
+            if answer.measured {
+                self.completed += 1;
+            }
+            self.answered_in_window += 1;
+            let latency = micros(now - answer.intended);
+            let _ = self.latency.record(latency);
+            let _ = self.service.record(micros(now - answer.sent));
+            let s = self.second(second);
+            s.completed += 1;
+            let _ = s.latency.record(latency);
+            s.open = open;
+        } else if answer.measured {
+            let class = (answer.status / 100) as usize;
+            self.statuses[if (1..=5).contains(&class) { class } else { 0 }] += 1;
+            self.second(second).open = open;
+        }
+    }
+
+    /// A connection broke at `now` with `measured` requests of the window in flight:
+    /// each fails with `class`. A failure that cost no measured request still counts
+    /// once if it happened in the window or during the ramp (`window` None).
+    pub fn failed(
+        &mut self,
+        window: Option<&Window>,
+        class: ErrorClass,
+        measured: u64,
+        now: Instant,
+    ) {
+        self.failed += measured;
+        let counted = if measured > 0 {
+            measured
+        } else {
+            u64::from(window.is_none_or(|w| w.contains(now)))
+        };
+        self.errors[class as usize] += counted;
+        if let (Some(w), true) = (window, counted > 0) {
+            self.second(w.second_of(now)).errors += counted;
+        }
+    }
+
+    /// A connect failed at `now`: counted during the ramp and in the window, like every
+    /// error; not in warm-up.
+    pub fn connect_failed(&mut self, window: Option<&Window>, class: ErrorClass, now: Instant) {
+        if window.is_none_or(|w| w.contains(now)) {
+            self.error(class);
+        }
+    }
+
+    /// Every request sent in the window is accounted for exactly once: answered (2xx or
+    /// another status), failed, or still in flight at the end.
     pub fn adds_up(&self) -> bool {
         let answered_other: u64 = self.statuses.iter().sum();
         self.sent == self.completed + answered_other + self.failed + self.in_flight_at_end

@@ -9,6 +9,7 @@
 pub mod child;
 pub mod machine;
 pub mod peers;
+pub mod plan;
 pub mod wait_cost;
 
 use std::collections::HashMap;
@@ -26,82 +27,8 @@ use nix::unistd::Pid;
 use crate::experiments::{Axis, Experiment};
 use crate::results::{CrossCheck, Limit, Point, Run, ServerMetrics, Settings, SCHEMA_VERSION};
 use child::{ProcSample, Server};
-
-/// How much to measure.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum Profile {
-    /// A few minutes: every experiment once, short windows.
-    Quick,
-    /// C10K and past, longer windows, three repeats.
-    Full,
-}
-
-impl Profile {
-    pub fn name(self) -> &'static str {
-        match self {
-            Profile::Quick => "quick",
-            Profile::Full => "full",
-        }
-    }
-
-    fn plan(self) -> Plan {
-        match self {
-            Profile::Quick => Plan {
-                warmup: Duration::from_millis(500),
-                window: Duration::from_millis(1500),
-                repeats: 1,
-                busy: 10,
-                idle: vec![0, 1000, 2000, 5000, 10_000],
-                active: vec![1, 10, 100, 1000, 10_000],
-                churn: vec![10],
-                blocking: (20, "/sleep/100"),
-                wait_fds: vec![10, 100, 1000, 10_000],
-                wait_budget: Duration::from_millis(200),
-            },
-            Profile::Full => Plan {
-                warmup: Duration::from_secs(1),
-                window: Duration::from_secs(5),
-                repeats: 3,
-                busy: 10,
-                idle: vec![0, 500, 1000, 2000, 5000, 10_000, 15_000],
-                active: vec![1, 10, 100, 1000, 5000, 10_000],
-                churn: vec![1, 10, 100],
-                blocking: (20, "/sleep/100"),
-                wait_fds: vec![10, 100, 1000, 10_000],
-                wait_budget: Duration::from_secs(1),
-            },
-        }
-    }
-}
-
-/// The points a profile measures.
-struct Plan {
-    warmup: Duration,
-    window: Duration,
-    repeats: u32,
-    /// Busy (closed-loop) connections beside the idle ones.
-    busy: usize,
-    idle: Vec<usize>,
-    active: Vec<usize>,
-    churn: Vec<usize>,
-    /// Connections, and the path whose handler blocks.
-    blocking: (usize, &'static str),
-    wait_fds: Vec<usize>,
-    wait_budget: Duration,
-}
-
-impl Plan {
-    /// The xs an experiment measures in this plan.
-    fn xs(&self, experiment: Experiment) -> Vec<usize> {
-        match experiment {
-            Experiment::Idle => self.idle.clone(),
-            Experiment::Active => self.active.clone(),
-            Experiment::Churn => self.churn.clone(),
-            Experiment::Blocking => vec![self.blocking.0],
-            Experiment::WaitCost => self.wait_fds.clone(),
-        }
-    }
-}
+use plan::Plan;
+pub use plan::{Overrides, Profile};
 
 pub struct Options {
     /// The `iomodels` binary that serves (this one, normally).
@@ -113,31 +40,6 @@ pub struct Options {
     pub models: Vec<String>,
     pub peers: Vec<String>,
     pub out: PathBuf,
-}
-
-/// What the command line may change in a profile.
-#[derive(Clone, Debug, Default)]
-pub struct Overrides {
-    pub idle: Option<Vec<usize>>,
-    pub active: Option<Vec<usize>>,
-    pub warmup: Option<Duration>,
-    pub window: Option<Duration>,
-    pub repeats: Option<u32>,
-}
-
-impl Overrides {
-    fn apply(&self, mut plan: Plan) -> Plan {
-        if let Some(idle) = &self.idle {
-            plan.idle = idle.clone();
-        }
-        if let Some(active) = &self.active {
-            plan.active = active.clone();
-        }
-        plan.warmup = self.warmup.unwrap_or(plan.warmup);
-        plan.window = self.window.unwrap_or(plan.window);
-        plan.repeats = self.repeats.unwrap_or(plan.repeats).max(1);
-        plan
-    }
 }
 
 /// One measurement to make.
@@ -405,14 +307,14 @@ fn measure(ctx: &Context, job: &Job) -> Point {
         config.source_addrs = (2..=9).map(|i| IpAddr::from([127, 0, 0, i])).collect();
     }
 
-    let window = Window {
+    let sampler = Sampler {
         bar: &ctx.bar,
         job: job.describe(ctx.plan.repeats),
         server: &server,
         edges: Mutex::new([None, None]),
     };
-    let result = loadgen::run(&config, &window);
-    let edges = window.edges.into_inner().unwrap();
+    let result = loadgen::run(&config, &sampler);
+    let edges = sampler.edges.into_inner().unwrap();
     let alive = server.check_alive();
 
     match result {
@@ -495,14 +397,14 @@ type Edge = (Option<Snapshot>, ProcSample);
 
 /// The load generator's progress, shown on the bar; at the window's edges the server
 /// is sampled.
-struct Window<'a> {
+struct Sampler<'a> {
     bar: &'a ProgressBar,
     job: String,
     server: &'a Server,
     edges: Mutex<[Option<Edge>; 2]>,
 }
 
-impl Window<'_> {
+impl Sampler<'_> {
     fn sample(&self, edge: usize) {
         let snapshot = self.server.snapshot();
         if let Some(proc) = self.server.proc_sample() {
@@ -511,7 +413,7 @@ impl Window<'_> {
     }
 }
 
-impl loadgen::Progress for Window<'_> {
+impl loadgen::Progress for Sampler<'_> {
     fn ramp(&self, established: u64, failed: u64, total: u64) {
         self.bar.set_message(format!(
             "{} · connecting {established}/{total}{}",

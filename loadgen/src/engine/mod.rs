@@ -7,7 +7,7 @@
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -22,10 +22,14 @@ use nix::sys::timerfd::{ClockId, Expiration, TimerFd, TimerFlags, TimerSetTimeFl
 use nix::time::{clock_gettime, ClockId as Clock};
 use socket2::{Domain, Socket, Type};
 
+mod events;
+mod failures;
+
 use crate::config::{Config, Proto};
-use crate::report::{micros, ErrorClass, Tally};
-use crate::response::{echo_byte, Answer, Read as Parsed, Reader};
+use crate::report::{ErrorClass, Tally};
+use crate::response::{echo_byte, Reader};
 use crate::schedule::Schedule;
+use crate::window::Window;
 
 /// What the threads share: progress for the display, and the common start.
 #[derive(Default)]
@@ -36,14 +40,26 @@ pub struct Shared {
     pub completed: AtomicU64,
     pub errors: AtomicU64,
     pub ready: AtomicU64,
-    /// Set by the main thread once every thread is ready: the start, or None to abort.
-    pub start: Mutex<Option<Option<Instant>>>,
+    /// Set by the main thread once every thread is ready.
+    pub start: Mutex<Start>,
     pub go: Condvar,
     /// Set by the main thread once the window's end has been reported to the caller
     /// (who samples the server then): until then the threads keep their connections
     /// open, so that the sample does not see our own teardown.
     pub released: Mutex<bool>,
     pub release: Condvar,
+}
+
+/// What the threads wait for after the ramp.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Start {
+    /// Not every thread is ready yet.
+    #[default]
+    Waiting,
+    /// Everyone starts at this instant.
+    At(Instant),
+    /// The ramp failed: nobody runs.
+    Abort,
 }
 
 impl Shared {
@@ -134,7 +150,8 @@ struct Worker<'a> {
     schedules: Vec<Schedule>,
     /// Reconnects waiting for their time.
     retry: Vec<(Instant, usize)>,
-    window: Option<(Instant, Instant)>,
+    /// None during the ramp; the measured window once the run has started.
+    window: Option<Window>,
     published: (u64, u64),
     /// Connections established and not yet closed (kept as a count: scanning 10k
     /// connections per answer would make the generator the bottleneck).
@@ -183,12 +200,12 @@ pub fn run(config: &Config, plan: &Plan, shared: &Shared) -> io::Result<Tally> {
     let start = {
         w.shared.ready.fetch_add(1, Relaxed);
         let mut start = w.shared.start.lock().unwrap();
-        while start.is_none() {
+        while *start == Start::Waiting {
             start = w.shared.go.wait(start).unwrap();
         }
-        start.unwrap()
+        *start
     };
-    if let Some(start) = start {
+    if let Start::At(start) = start {
         w.run(start)?;
         w.shared.hold_until_released();
     }
@@ -288,9 +305,8 @@ impl Worker<'_> {
     fn run(&mut self, start: Instant) -> io::Result<()> {
         // Every thread starts at the same instant, set a little ahead by the main thread.
         std::thread::sleep(start.saturating_duration_since(Instant::now()));
-        let measure_from = start + self.config.warmup;
-        let end = measure_from + self.config.duration;
-        self.window = Some((measure_from, end));
+        let window = Window::after(start, self.config.warmup, self.config.duration);
+        self.window = Some(window);
         // An active connection the server closed while we waited is replaced first.
         for slot in 0..self.conns.len() {
             if self.conns[slot].is_none() && self.slots[slot].role == Role::Active {
@@ -320,14 +336,14 @@ impl Worker<'_> {
         let mut last_housekeeping = Instant::now();
         loop {
             let now = Instant::now();
-            if cpu_from.is_none() && now >= measure_from {
+            if cpu_from.is_none() && window.opened_by(now) {
                 cpu_from = Some(thread_cpu());
             }
-            if now >= end {
+            if now >= window.end {
                 break;
             }
             self.send_due(now);
-            let mut wait_for = (end - now).min(HOUSEKEEPING);
+            let mut wait_for = (window.end - now).min(HOUSEKEEPING);
             if let Some(Reverse((due, _))) = self.due.peek() {
                 let until = due.saturating_duration_since(Instant::now());
                 if until.is_zero() {
@@ -397,9 +413,7 @@ impl Worker<'_> {
     }
 
     fn send(&mut self, slot: usize, intended: Instant, now: Instant) {
-        let measured = self
-            .window
-            .is_some_and(|(from, end)| intended >= from && intended < end);
+        let measured = self.window.is_some_and(|w| w.contains(intended));
         let conn = self.conns[slot].as_mut().expect("conn is present");
         match self.config.proto {
             Proto::Http => conn.out.extend_from_slice(&self.request),
@@ -451,335 +465,6 @@ impl Worker<'_> {
                 conn.armed = want;
             }
         }
-    }
-
-    // ---- events ----------------------------------------------------------------------
-
-    fn event(&mut self, event: &EpollEvent, now: Instant) {
-        if event.data() == TIMER {
-            let _ = self.timer.wait(); // read the expiration count: it is level-triggered
-            return;
-        }
-        let (slot, generation) = untoken(event.data());
-        let Some(conn) = self.conns.get(slot).and_then(Option::as_ref) else {
-            return;
-        };
-        if self.slots[slot].generation != generation {
-            return; // an event for the socket this slot held before a reconnect
-        }
-        let flags = event.events();
-        if let Some(since) = conn.connecting {
-            if !flags.intersects(EpollFlags::EPOLLOUT | EpollFlags::EPOLLERR | EpollFlags::EPOLLHUP)
-            {
-                return;
-            }
-            match conn.stream.take_error() {
-                Ok(None) => self.connected(slot, since, now),
-                Ok(Some(e)) | Err(e) => {
-                    let class = if e.kind() == io::ErrorKind::ConnectionRefused {
-                        ErrorClass::ConnectRefused
-                    } else {
-                        ErrorClass::ConnectTimeout
-                    };
-                    self.connect_failed(slot, class, now);
-                }
-            }
-            return;
-        }
-        if flags.contains(EpollFlags::EPOLLOUT) {
-            self.flush(slot);
-        }
-        if flags.intersects(EpollFlags::EPOLLIN | EpollFlags::EPOLLERR | EpollFlags::EPOLLHUP) {
-            self.readable(slot, now);
-        }
-    }
-
-    fn connected(&mut self, slot: usize, since: Instant, now: Instant) {
-        let conn = self.conns[slot].as_mut().expect("conn is present");
-        conn.connecting = None;
-        let role = self.slots[slot].role;
-        self.open_now += 1;
-        let _ = self.tally.connect.record(micros(now - since));
-        self.shared.established.fetch_add(1, Relaxed);
-        if self.window.is_none() {
-            match role {
-                Role::Idle => self.tally.idle_established += 1,
-                Role::Active => self.tally.active_established += 1,
-            }
-        }
-        match role {
-            // The check request: can the server really serve this connection?
-            Role::Idle => self.send(slot, now, now),
-            Role::Active if self.window.is_some() => self.resume(slot, now),
-            Role::Active => self.flush(slot),
-        }
-    }
-
-    /// An active connection (new or reconnected) joins the run.
-    fn resume(&mut self, slot: usize, now: Instant) {
-        if self.config.rate.is_some() {
-            let index = self.schedule_index(slot);
-            self.due.push(Reverse((self.schedules[index].next(), slot)));
-        } else {
-            self.fill_pipeline(slot, now);
-        }
-    }
-
-    fn readable(&mut self, slot: usize, now: Instant) {
-        let conn = self.conns[slot].as_mut().expect("conn is present");
-        let got = (&conn.stream).read(&mut self.scratch);
-        match got {
-            Ok(0) => {
-                let class = ErrorClass::ClosedByServer;
-                self.fail(slot, class)
-            }
-            Ok(n) => {
-                conn.input.extend_from_slice(&self.scratch[..n]);
-                self.answers(slot, now);
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => {
-                let class = classify(&e);
-                self.fail(slot, class)
-            }
-        }
-    }
-
-    /// Take every complete answer out of the connection's input.
-    fn answers(&mut self, slot: usize, now: Instant) {
-        let mut answered = 0;
-        loop {
-            let conn = self.conns[slot].as_mut().expect("conn is present");
-            match conn.reader.next(&conn.input) {
-                Parsed::Partial { consumed } => {
-                    conn.input.drain(..consumed);
-                    break;
-                }
-                Parsed::Done { consumed, answer } => {
-                    conn.input.drain(..consumed);
-                    let Some(req) = conn.in_flight.pop_front() else {
-                        self.fail(slot, ErrorClass::BadResponse);
-                        return;
-                    };
-                    // Without keep-alive we asked for the close ourselves, whatever the
-                    // answer says (Tornado answers HTTP/1.0 with an HTTP/1.1 head, no
-                    // `Connection: close`, and closes).
-                    if answer.close || !self.config.keep_alive {
-                        conn.closing = true;
-                    }
-                    self.answered(slot, req, answer, now);
-                    answered += 1;
-                }
-                Parsed::Bad(_) => {
-                    self.fail(slot, ErrorClass::BadResponse);
-                    return;
-                }
-            }
-        }
-        if answered == 0 {
-            return;
-        }
-        let conn = self.conns[slot].as_ref().expect("conn is present");
-        let (role, closing, free) = (
-            self.slots[slot].role,
-            conn.closing,
-            conn.in_flight.is_empty(),
-        );
-        if role == Role::Active && self.window.is_some() {
-            if closing && free {
-                // The server said it would close: open a new connection in its place.
-                self.reconnect(slot, now);
-            } else if self.config.rate.is_some() {
-                if free {
-                    self.resume(slot, now);
-                }
-            } else {
-                self.fill_pipeline(slot, now);
-            }
-        }
-    }
-
-    fn answered(&mut self, slot: usize, req: Req, answer: Answer, now: Instant) {
-        let role = self.slots[slot].role;
-        if role == Role::Idle {
-            let conn = self.conns[slot].as_mut().expect("conn is present");
-            conn.checked = true;
-            if (200..300).contains(&answer.status) {
-                self.tally.idle_verified += 1;
-            }
-            return;
-        }
-        let Some((from, _)) = self.window else {
-            return;
-        };
-        // An answer that arrives in the window counts as throughput whenever its request
-        // was sent (a slow one may have left during warm-up, as wrk counts it too); the
-        // accounting of `sent` follows the requests sent in the window.
-        let in_window = now >= from;
-        if !req.measured && !in_window {
-            return;
-        }
-        let second = (now.saturating_duration_since(from).as_secs() as usize)
-            .min(self.config.duration.as_secs() as usize);
-        let open = self.open_now;
-        if (200..300).contains(&answer.status) {
-            if req.measured {
-                self.tally.completed += 1;
-            }
-            self.tally.answered_in_window += 1;
-            let latency = micros(now - req.intended);
-            let _ = self.tally.latency.record(latency);
-            let _ = self.tally.service.record(micros(now - req.sent));
-            let s = self.tally.second(second);
-            s.completed += 1;
-            let _ = s.latency.record(latency);
-            s.open = open;
-        } else if req.measured {
-            let class = (answer.status / 100) as usize;
-            self.tally.statuses[if (1..=5).contains(&class) { class } else { 0 }] += 1;
-            self.tally.second(second).open = open;
-        }
-    }
-
-    // ---- failures --------------------------------------------------------------------
-
-    /// The connection broke: its in-flight requests fail with `class`, and an active
-    /// connection is replaced.
-    fn fail(&mut self, slot: usize, class: ErrorClass) {
-        let now = Instant::now();
-        let conn = self.conns[slot].as_mut().expect("conn is present");
-        let role = self.slots[slot].role;
-        let measured = conn.in_flight.iter().filter(|r| r.measured).count() as u64;
-        let in_window = self
-            .window
-            .is_some_and(|(from, end)| now >= from && now < end);
-        if role == Role::Idle {
-            if conn.checked {
-                if self.window.is_some() {
-                    self.tally.idle_closed_by_server += 1;
-                }
-            } else {
-                conn.checked = true; // the check failed: it is not verified
-                self.tally.error(class);
-            }
-            self.close(slot);
-            return;
-        }
-        // A close after `Connection: close` with nothing pending is no failure. Otherwise
-        // the requests it carried fail with this class (each counted if it was measured,
-        // whenever the failure is noticed), and a failure that cost no measured request
-        // still counts once if it happened while we were counting, or during the ramp.
-        let expected = conn.closing && conn.in_flight.is_empty();
-        if !expected {
-            self.tally.failed += measured;
-            let counted = if measured > 0 {
-                measured
-            } else {
-                u64::from(in_window || self.window.is_none())
-            };
-            self.tally.errors[class as usize] += counted;
-            if counted > 0 {
-                if let Some((from, _)) = self.window {
-                    let second = (now.saturating_duration_since(from).as_secs() as usize)
-                        .min(self.config.duration.as_secs() as usize);
-                    self.tally.second(second).errors += counted;
-                }
-            }
-        }
-        if self.window.is_some() {
-            self.reconnect(slot, now);
-        } else {
-            self.close(slot);
-        }
-    }
-
-    fn connect_failed(&mut self, slot: usize, class: ErrorClass, now: Instant) {
-        // Counted during the ramp and the window, like every error; not in warm-up.
-        let counting = self
-            .window
-            .is_none_or(|(from, end)| now >= from && now < end);
-        if counting {
-            self.tally.error(class);
-        }
-        self.shared.connect_failed.fetch_add(1, Relaxed);
-        if self.window.is_some() {
-            // Try again later rather than storm a server that refuses.
-            self.close(slot);
-            self.retry.push((now + HOUSEKEEPING, slot));
-        } else {
-            self.close(slot);
-        }
-    }
-
-    fn reconnect(&mut self, slot: usize, now: Instant) {
-        self.close(slot);
-        self.tally.reconnects += 1;
-        let (role, index) = (self.slots[slot].role, self.plan.first_conn + slot);
-        if self.open(role, index, Some(slot)).is_err() {
-            self.retry.push((now + HOUSEKEEPING, slot));
-        }
-    }
-
-    fn retry_due(&mut self, now: Instant) {
-        let due: Vec<usize> = self
-            .retry
-            .iter()
-            .filter(|(at, _)| *at <= now)
-            .map(|&(_, slot)| slot)
-            .collect();
-        self.retry.retain(|(at, _)| *at > now);
-        for slot in due {
-            self.reconnect(slot, now);
-        }
-    }
-
-    /// Drop the connection (closing the socket takes it out of the epoll set); the slot
-    /// stays for a reconnect.
-    fn close(&mut self, slot: usize) {
-        if let Some(conn) = self.conns[slot].take() {
-            if conn.connecting.is_none() {
-                self.open_now -= 1;
-            }
-        }
-    }
-
-    fn check_timeouts(&mut self, now: Instant) {
-        let timeout = self.config.timeout;
-        for slot in 0..self.conns.len() {
-            let Some(conn) = self.conns[slot].as_ref() else {
-                continue;
-            };
-            if let Some(since) = conn.connecting {
-                if now - since > timeout {
-                    self.connect_failed(slot, ErrorClass::ConnectTimeout, now);
-                }
-            } else if conn
-                .in_flight
-                .front()
-                .is_some_and(|r| now - r.sent > timeout)
-            {
-                self.fail(slot, ErrorClass::Timeout);
-            }
-        }
-    }
-
-    fn schedule_index(&self, slot: usize) -> usize {
-        // Active connections follow the idle ones, in slot order.
-        slot - self.plan.idle
-    }
-
-    /// Share progress with the display thread.
-    fn publish(&mut self) {
-        let completed = self.tally.completed;
-        let errors: u64 = self.tally.errors.iter().sum();
-        self.shared
-            .completed
-            .fetch_add(completed - self.published.0, Relaxed);
-        self.shared
-            .errors
-            .fetch_add(errors - self.published.1, Relaxed);
-        self.published = (completed, errors);
     }
 }
 
