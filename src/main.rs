@@ -12,7 +12,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use iomodels::bench::{self, peers, Profile};
 use iomodels::experiments::Experiment;
 use iomodels_loadgen as loadgen;
-use iomodels_servers::{self as servers, Config, Proto, MODELS};
+use iomodels_servers::{self as servers, Config, EtDrain, Proto, UringMode, MODELS};
 
 #[derive(Parser)]
 #[command(
@@ -165,6 +165,27 @@ struct ServeArgs {
     /// `thread-pool`: workers [default: 16]; `epoll-mt`: loops [default: one per CPU].
     #[arg(long)]
     threads: Option<std::num::NonZeroUsize>,
+    /// `epoll-et` only: after an edge, stop reading at a short read (the socket is empty,
+    /// epoll(7); as nginx reads) or only at EAGAIN (one more read per event, the naive
+    /// drain).
+    #[arg(long, value_enum, default_value_t = EtDrainArg::ShortRead)]
+    et_drain: EtDrainArg,
+    /// `io-uring` only: multishot accept and receive into provided buffers, or basic: a
+    /// receive per submission into each connection's own buffer.
+    #[arg(long, value_enum, default_value_t = UringModeArg::Multishot)]
+    uring_mode: UringModeArg,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum EtDrainArg {
+    ShortRead,
+    Eagain,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum UringModeArg {
+    Multishot,
+    Basic,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -206,6 +227,14 @@ fn serve(args: ServeArgs) -> Result<(), String> {
         stack_size: args.stack_size,
         executor: args.executor.unwrap_or_else(servers::default_executor),
         threads: args.threads.map(std::num::NonZeroUsize::get),
+        et_drain: match args.et_drain {
+            EtDrainArg::ShortRead => EtDrain::ShortRead,
+            EtDrainArg::Eagain => EtDrain::Eagain,
+        },
+        uring_mode: match args.uring_mode {
+            UringModeArg::Multishot => UringMode::Multishot,
+            UringModeArg::Basic => UringMode::Basic,
+        },
     };
     (model.available)().map_err(|e| format!("{} cannot run here: {e}", model.name))?;
     let limit = servers::raise_fd_limit()

@@ -462,6 +462,22 @@ fn http10_keep_alive_when_asked(model: &'static str) {
     }
 }
 
+/// A request, and the client shuts down its side at once: answered, then closed by the
+/// server, which must see the EOF behind the request. (An edge-triggered loop that stops
+/// reading at a short read sees it only through EPOLLRDHUP.) Twenty times: the data and
+/// the FIN must sometimes arrive before the server reads.
+fn half_close_is_answered_then_closed(model: &'static str) {
+    let server = Server::start(model, &[]);
+    for _ in 0..20 {
+        let mut client = server.connect();
+        client.send(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n");
+        client.stream.shutdown(std::net::Shutdown::Write).unwrap();
+        let resp = client.response().unwrap_or_else(|e| panic!("{model}: {e}"));
+        assert_eq!(resp.status, 200, "{model}");
+        client.assert_closed(model);
+    }
+}
+
 fn connection_close(model: &'static str) {
     // The request behind `Connection: close` is not answered.
     let two = b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\nGET / HTTP/1.1\r\n\r\n";
@@ -673,6 +689,7 @@ macro_rules! conformance {
                     http10_closes_by_default,
                     http10_keep_alive_when_asked,
                     connection_close,
+                    half_close_is_answered_then_closed,
                     malformed_gets_400_then_close,
                     unsupported_method_gets_405_then_close,
                     oversized_headers_get_431_then_close,

@@ -39,6 +39,9 @@ thread_local! {
 pub enum Io {
     /// Bytes moved: try again.
     Progress,
+    /// Bytes read, fewer than asked: a stream socket holds nothing more for now (a short
+    /// read, epoll(7)); new data will be a new event.
+    Drained,
     /// The socket has nothing (read) or no room (write): wait for readiness.
     WouldBlock,
     /// End of input or an error: see [`Conn::is_done`].
@@ -95,6 +98,9 @@ pub struct Conn {
     /// True: blocking work is handed back to the model ([`Conn::start_work`]) instead of
     /// running on the calling thread (the reactor's executor).
     pub offload: bool,
+    /// The waiting mechanism said the peer shut down its side (EPOLLRDHUP): a short read
+    /// no longer means the socket is empty, for the EOF waits behind the data.
+    pub hangup: bool,
     work: Pending,
 }
 
@@ -111,6 +117,7 @@ impl Conn {
             failed: false,
             registered: Interest::default(),
             offload: false,
+            hangup: false,
             work: Pending::None,
         }
     }
@@ -174,10 +181,11 @@ impl Conn {
     // ANCHOR: read
     /// One read(2), then let the handler answer what arrived.
     pub fn read(&mut self, stats: &Stats) -> Io {
-        let room = INPUT_LIMIT - self.input.len();
+        let asked = (INPUT_LIMIT - self.input.len()).min(READ_CHUNK);
         let got = SCRATCH.with(|scratch| {
             let mut scratch = scratch.borrow_mut();
-            let buf = &mut scratch[..room.min(READ_CHUNK)];
+            let buf = &mut scratch[..asked];
+            stats.read_call();
             let got = (&self.stream).read(buf);
             if let Ok(n) = got {
                 self.input.extend_from_slice(&buf[..n]);
@@ -191,7 +199,11 @@ impl Conn {
             }
             Ok(n) => {
                 self.took_input(n, stats);
-                Io::Progress
+                if n < asked && !self.hangup {
+                    Io::Drained
+                } else {
+                    Io::Progress
+                }
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 // EAGAIN here is not an error: the socket is drained.
@@ -211,6 +223,7 @@ impl Conn {
     pub fn write(&mut self, stats: &Stats) -> Io {
         // SIGPIPE is ignored (Rust's runtime does so before main), so a write to a
         // closed peer is an EPIPE error here, not the death of the process.
+        stats.write_call();
         match (&self.stream).write(&self.output[self.sent..]) {
             Ok(n) => {
                 self.took_output(n, stats);
@@ -310,19 +323,24 @@ impl Conn {
             // sends RST, which can destroy our answer before the client reads it. So send
             // FIN first, and discard what is already queued.
             let _ = self.stream.shutdown(Shutdown::Write);
+            stats.other_calls(1);
             let mut sink = [0u8; 4096];
             for _ in 0..16 {
+                stats.read_call();
                 match recv(self.fd(), &mut sink, MsgFlags::MSG_DONTWAIT) {
                     Ok(n) if n > 0 => continue,
                     _ => break,
                 }
             }
         }
+        // Dropping `self` closes the socket: close(2).
+        stats.other_calls(1);
         Stats::add(&stats.closed, 1);
     }
 
     /// Turn a connection away (a model's limit): a 503 if it speaks HTTP, then close.
     pub fn refuse(mut self, stats: &Stats) {
+        stats.write_call();
         let _ = (&self.stream).write(&service_unavailable(self.handler.proto()));
         Stats::add(&stats.refused, 1);
         self.closing = true;
@@ -392,11 +410,13 @@ impl Acceptor {
                 let _shared = SHEDDING.read().unwrap_or_else(|e| e.into_inner());
                 accept4(listener.as_raw_fd(), self.flags)
             };
+            stats.other_calls(1);
             match accepted {
                 Ok(fd) => {
                     // SAFETY: accept4 just returned this descriptor; nothing else owns it.
                     let stream = unsafe { TcpStream::from_raw_fd(fd) };
                     let _ = stream.set_nodelay(true);
+                    stats.other_calls(1);
                     Stats::add(&stats.accepted, 1);
                     return Accepted::Conn(Conn::new(stream, proto));
                 }
@@ -436,6 +456,8 @@ impl Acceptor {
             self.warned = true;
         }
         let _alone = SHEDDING.write().unwrap_or_else(|e| e.into_inner());
+        // Close the spare, accept, close that, open the spare again.
+        stats.other_calls(4);
         self.spare = None;
         let refused = match accept4(listener.as_raw_fd(), self.flags) {
             Ok(fd) => {

@@ -25,7 +25,9 @@ use signal_hook::consts::{SIGINT, SIGTERM, SIGUSR1};
 use signal_hook::iterator::Signals;
 
 pub use handler::Proto;
-pub use server::{default_executor, listen, raise_fd_limit, Config, ServeFn, Server};
+pub use server::{
+    default_executor, listen, raise_fd_limit, Config, EtDrain, ServeFn, Server, UringMode,
+};
 pub use stats::{Snapshot, Stats};
 
 /// One entry of the table of models.

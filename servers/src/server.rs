@@ -25,6 +25,33 @@ pub struct Config {
     pub executor: usize,
     /// `thread-pool`: workers; `epoll-mt`: loops. None: the model's default.
     pub threads: Option<usize>,
+    /// `epoll-et`: when a drain stops reading.
+    pub et_drain: EtDrain,
+    /// `io-uring`: how it accepts and receives.
+    pub uring_mode: UringMode,
+}
+
+/// `epoll-et`: when the reads after an edge may stop.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum EtDrain {
+    /// At a short read: fewer bytes than asked say the stream socket is empty now
+    /// (epoll(7)), as nginx reads; no read that returns EAGAIN.
+    #[default]
+    ShortRead,
+    /// At EAGAIN: one more read per event, which finds nothing. The naive rule, kept
+    /// to measure what it costs.
+    Eagain,
+}
+
+/// `io-uring`: how it asks for connections and data.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum UringMode {
+    /// Multishot accept, multishot receive into a ring of provided buffers shared by
+    /// every connection (the io_uring maintainers' 2023 practice).
+    #[default]
+    Multishot,
+    /// One receive per submission, into a buffer each connection owns while it waits.
+    Basic,
 }
 
 impl Default for Config {
@@ -35,6 +62,8 @@ impl Default for Config {
             stack_size: 64 * 1024,
             executor: default_executor(),
             threads: None,
+            et_drain: EtDrain::default(),
+            uring_mode: UringMode::default(),
         }
     }
 }

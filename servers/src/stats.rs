@@ -1,6 +1,7 @@
 //! The counters every model keeps the same way, read by the suite as JSON.
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Mutex;
 
 use serde::Serialize;
 
@@ -25,12 +26,25 @@ pub struct Stats {
     pub events: AtomicU64,
     /// Reads that found nothing (EAGAIN): busy-poll's waste, and ET's last read.
     pub empty_reads: AtomicU64,
+    /// read(2)/recv(2) calls made, empty ones included (not the kernel's own receives
+    /// under io_uring: those are no system call of ours).
+    pub reads: AtomicU64,
+    /// write(2)/send(2) calls made.
+    pub writes: AtomicU64,
+    /// Calls that change what is watched: epoll_ctl, and sigio's fcntl arming.
+    pub ctl_calls: AtomicU64,
+    /// Every system call the model makes on its connections' behalf: the waits (not a
+    /// busy-poll turn, nor a blocking read that is its own wait), accepts, reads,
+    /// writes, interest changes and closes. Thread hand-overs (futex) are not counted.
+    pub syscalls: AtomicU64,
     /// Threads running now (the blocking model: one per connection).
     pub threads: AtomicU64,
     pub threads_peak: AtomicU64,
     /// `thread-pool`: connections with a request waiting for a free worker, now and at most.
     pub queued: AtomicU64,
     pub queued_peak: AtomicU64,
+    /// What the kernel offered the model and it uses (io-uring: single-issuer, …).
+    pub features: Mutex<Vec<String>>,
 }
 
 impl Stats {
@@ -38,11 +52,50 @@ impl Stats {
         counter.fetch_add(n, Relaxed);
     }
 
-    /// One wait call that looked at `scanned` descriptors and found `ready`.
+    /// One wait call (a system call of its own) that looked at `scanned` descriptors
+    /// and found `ready`.
     pub fn waited(&self, scanned: usize, ready: usize) {
+        self.turned(scanned, ready);
+        Stats::add(&self.syscalls, 1);
+    }
+
+    /// A wait that is no system call of its own: a busy-poll turn, or a blocking read
+    /// or accept, whose call is counted as the read or accept it is.
+    pub fn turned(&self, scanned: usize, ready: usize) {
         Stats::add(&self.wait_calls, 1);
         Stats::add(&self.fds_scanned, scanned as u64);
         Stats::add(&self.events, ready as u64);
+    }
+
+    /// One read(2) or recv(2).
+    pub fn read_call(&self) {
+        Stats::add(&self.reads, 1);
+        Stats::add(&self.syscalls, 1);
+    }
+
+    /// One write(2) or send(2).
+    pub fn write_call(&self) {
+        Stats::add(&self.writes, 1);
+        Stats::add(&self.syscalls, 1);
+    }
+
+    /// `n` calls that change what is watched (epoll_ctl, fcntl).
+    pub fn ctl_calls(&self, n: u64) {
+        Stats::add(&self.ctl_calls, n);
+        Stats::add(&self.syscalls, n);
+    }
+
+    /// `n` other system calls (accept4, setsockopt, close, shutdown, a waker's write).
+    pub fn other_calls(&self, n: u64) {
+        Stats::add(&self.syscalls, n);
+    }
+
+    /// Record a kernel feature the model found and uses.
+    pub fn feature(&self, name: &str) {
+        let mut features = self.features.lock().unwrap_or_else(|e| e.into_inner());
+        if !features.iter().any(|f| f == name) {
+            features.push(name.to_string());
+        }
     }
 
     pub fn thread_started(&self) {
@@ -80,10 +133,19 @@ impl Stats {
             fds_scanned: get(&self.fds_scanned),
             events: get(&self.events),
             empty_reads: get(&self.empty_reads),
+            reads: get(&self.reads),
+            writes: get(&self.writes),
+            ctl_calls: get(&self.ctl_calls),
+            syscalls: get(&self.syscalls),
             threads: get(&self.threads),
             threads_peak: get(&self.threads_peak),
             queued: get(&self.queued),
             queued_peak: get(&self.queued_peak),
+            features: self
+                .features
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone(),
         }
     }
 }
@@ -108,10 +170,17 @@ pub struct Snapshot {
     pub fds_scanned: u64,
     pub events: u64,
     pub empty_reads: u64,
+    pub reads: u64,
+    pub writes: u64,
+    pub ctl_calls: u64,
+    pub syscalls: u64,
     pub threads: u64,
     pub threads_peak: u64,
     pub queued: u64,
     pub queued_peak: u64,
+    /// Kernel features the model uses (io-uring), once at start.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub features: Vec<String>,
 }
 
 impl Snapshot {
@@ -132,10 +201,15 @@ impl Snapshot {
             fds_scanned: delta(self.fds_scanned, earlier.fds_scanned),
             events: delta(self.events, earlier.events),
             empty_reads: delta(self.empty_reads, earlier.empty_reads),
+            reads: delta(self.reads, earlier.reads),
+            writes: delta(self.writes, earlier.writes),
+            ctl_calls: delta(self.ctl_calls, earlier.ctl_calls),
+            syscalls: delta(self.syscalls, earlier.syscalls),
             threads: self.threads,
             threads_peak: self.threads_peak,
             queued: self.queued,
             queued_peak: self.queued_peak,
+            features: self.features.clone(),
         }
     }
 }

@@ -38,7 +38,7 @@ pub fn serve(listener: TcpListener, server: &Arc<Server>) -> io::Result<()> {
     while !server.stopping() {
         // ANCHOR: wait
         // The only wait of the main thread: a blocking accept(2).
-        server.stats.waited(1, 0);
+        server.stats.turned(1, 0);
         let Some(conn) = acceptor.incoming(&listener, server).next() else {
             continue;
         };
@@ -108,7 +108,7 @@ fn serve_conn(mut conn: Conn, stats: &Stats) {
 // ANCHOR: readable
 /// Every read is a wait on this one descriptor: the thread sleeps here until data comes.
 fn readable(conn: &mut Conn, stats: &Stats) {
-    stats.waited(1, 1);
+    stats.turned(1, 1);
     conn.read(stats);
 }
 // ANCHOR_END: readable

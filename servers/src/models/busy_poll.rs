@@ -41,15 +41,15 @@ pub fn serve(listener: TcpListener, server: &Arc<Server>) -> io::Result<()> {
 
         // ANCHOR: dispatch
         for (&token, conn) in conns.iter_mut() {
-            if readable(conn, &server.stats) {
+            if readable(conn, server) {
                 found += 1;
             }
-            writable(conn, &server.stats);
+            writable(conn, server);
             if conn.is_done() {
                 done.push(token);
             }
         }
-        server.stats.waited(conns.len() + 1, found);
+        server.stats.turned(conns.len() + 1, found);
         for token in done.drain(..) {
             close(&mut conns, token, &server.stats);
         }
@@ -76,16 +76,16 @@ fn accept(
 // ANCHOR: readable
 /// Ask the socket whether anything came: one read, which usually finds nothing (EAGAIN,
 /// counted in `empty_reads`). True when it found something.
-fn readable(conn: &mut Conn, stats: &Stats) -> bool {
-    conn.wants_read() && conn.read(stats) != Io::WouldBlock
+fn readable(conn: &mut Conn, server: &Server) -> bool {
+    conn.wants_read() && conn.read(&server.stats) != Io::WouldBlock
 }
 // ANCHOR_END: readable
 
 // ANCHOR: writable
 /// Send what is pending; a full socket buffer just means: again next turn.
-fn writable(conn: &mut Conn, stats: &Stats) {
+fn writable(conn: &mut Conn, server: &Server) {
     if conn.wants_write() {
-        conn.write(stats);
+        conn.write(&server.stats);
     }
 }
 // ANCHOR_END: writable

@@ -6,10 +6,9 @@
 //! - Cost per wake-up: O(ready). Descriptors are registered once (epoll_ctl); the kernel
 //!   puts a socket on the ready list when data arrives, so idle ones cost nothing.
 //! - Limit: none of its own.
-//! - Against epoll-lt: EPOLLET. A socket is reported when it changes (data arrives, room
-//!   frees up), not for as long as it is ready, so each event is the only news: read and
-//!   write until they would block. In return EPOLLOUT stays armed for good, with no
-//!   epoll_ctl per response, and a socket already drained is never reported again.
+//! - Against epoll-lt: EPOLLET. A socket is reported when it changes, not for as long as
+//!   it is ready, so each event is the only news: read and write until drained. In
+//!   return EPOLLOUT stays armed for good: no epoll_ctl per response.
 // ANCHOR_END: header
 
 use std::collections::HashMap;
@@ -22,7 +21,7 @@ use nix::errno::Errno;
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 
 use crate::conn::{Acceptor, Conn, Interest, Io, WAIT_TIMEOUT};
-use crate::server::Server;
+use crate::server::{EtDrain, Server};
 use crate::stats::Stats;
 
 // ANCHOR: state
@@ -93,11 +92,13 @@ pub fn run(setup: Loop, server: &Arc<Server>) -> io::Result<()> {
             };
             // EPOLLHUP and EPOLLERR wake both sides; the read or write finds out what.
             let broken = EpollFlags::EPOLLHUP | EpollFlags::EPOLLERR;
+            // The peer shut down its side: read on to the EOF, which no new edge will tell of.
+            conn.hangup |= event.events().contains(EpollFlags::EPOLLRDHUP);
             if event.events().intersects(EpollFlags::EPOLLIN | broken) {
-                readable(conn, &server.stats);
+                readable(conn, server);
             }
             if event.events().intersects(EpollFlags::EPOLLOUT | broken) {
-                writable(conn, &server.stats);
+                writable(conn, server);
             }
             if conn.is_done() {
                 close(&mut conns, token, &server.stats);
@@ -109,9 +110,8 @@ pub fn run(setup: Loop, server: &Arc<Server>) -> io::Result<()> {
 }
 
 // ANCHOR: accept
-/// Take every waiting connection off the listen queue, and register it for reading and
-/// writing, once and for good. (The listener is edge-triggered too: `incoming` takes
-/// connections until accept would block, as the rule below asks.)
+/// Take every waiting connection off the listen queue (until EAGAIN, as the edge asks),
+/// and register it for reading and writing, once and for good.
 fn accept(
     listener: &TcpListener,
     acceptor: &mut Acceptor,
@@ -121,6 +121,7 @@ fn accept(
 ) {
     for mut conn in acceptor.incoming(listener, server) {
         let event = EpollEvent::new(flags(Interest::READ_WRITE), conn.fd() as u64);
+        server.stats.ctl_calls(1);
         if let Err(e) = epoll.add(&conn.stream, event) {
             eprintln!("iomodels: epoll_ctl(ADD) failed: {e}; closing the connection");
             conn.refuse(&server.stats);
@@ -133,30 +134,33 @@ fn accept(
 // ANCHOR_END: accept
 
 // ANCHOR: readable
-/// This event is the only news of what arrived: read until the socket would block,
-/// answering as we go.
-fn readable(conn: &mut Conn, stats: &Stats) {
-    drain(conn, true, stats);
+/// This event is the only news of what arrived: read until the socket is empty (a short
+/// read, or EAGAIN with `--et-drain eagain`), answering as we go.
+fn readable(conn: &mut Conn, server: &Server) {
+    drain(conn, true, server);
 }
 // ANCHOR_END: readable
 
 // ANCHOR: writable
 /// Room in the socket buffer again: write until it would block or nothing is pending.
-fn writable(conn: &mut Conn, stats: &Stats) {
-    drain(conn, false, stats);
+fn writable(conn: &mut Conn, server: &Server) {
+    drain(conn, false, server);
 }
 // ANCHOR_END: writable
 
 // ANCHOR: drain
-/// Repeat each operation until it would block: after an edge, no further event is
+/// Repeat each operation until the socket is drained: after an edge, no further event is
 /// guaranteed for this socket until its state changes again.
-fn drain(conn: &mut Conn, readable: bool, stats: &Stats) {
-    let mut can_read = readable;
-    let mut can_write = true;
+fn drain(conn: &mut Conn, readable: bool, server: &Server) {
+    let (stats, until) = (&server.stats, server.config.et_drain);
+    let (mut can_read, mut can_write) = (readable, true);
     loop {
         let mut moved = false;
         if can_read && conn.wants_read() {
-            can_read = conn.read(stats) == Io::Progress;
+            // A short read empties a stream socket: "it is sufficient to detect that the
+            // read data is less than the requested size" (epoll(7)); nginx stops there.
+            let read = conn.read(stats);
+            can_read = read == Io::Progress || (read == Io::Drained && until == EtDrain::Eagain);
             moved |= can_read;
         }
         if can_write && conn.wants_write() {
@@ -165,9 +169,7 @@ fn drain(conn: &mut Conn, readable: bool, stats: &Stats) {
             moved |= can_write;
             // Input held back while the output was full may have more behind it in the
             // socket, and no new edge will say so: read again now there is room.
-            if was_full && conn.wants_read() {
-                can_read = true;
-            }
+            can_read |= was_full && conn.wants_read();
         }
         if !moved {
             break;
@@ -191,7 +193,7 @@ fn flags(interest: Interest) -> EpollFlags {
     // EPOLLET: an event is reported when the socket's state changes, once. The contract
     // that comes with it: after an event, repeat the operation until it would block
     // (EAGAIN), or no further event is guaranteed for this socket (epoll(7)).
-    let mut flags = EpollFlags::EPOLLET;
+    let mut flags = EpollFlags::EPOLLET | EpollFlags::EPOLLRDHUP;
     if interest.read {
         flags |= EpollFlags::EPOLLIN;
     }

@@ -93,15 +93,15 @@ pub fn run(setup: Loop, server: &Arc<Server>) -> io::Result<()> {
             // EPOLLHUP and EPOLLERR wake both sides; the read or write finds out what.
             let broken = EpollFlags::EPOLLHUP | EpollFlags::EPOLLERR;
             if event.events().intersects(EpollFlags::EPOLLIN | broken) {
-                readable(conn, &server.stats);
+                readable(conn, server);
             }
             if event.events().intersects(EpollFlags::EPOLLOUT | broken) {
-                writable(conn, &server.stats);
+                writable(conn, server);
             }
             if conn.is_done() {
                 close(&mut conns, token, &server.stats);
             } else {
-                rearm(&epoll, conn)?;
+                rearm(&epoll, conn, &server.stats)?;
             }
         }
         // ANCHOR_END: dispatch
@@ -120,6 +120,7 @@ fn accept(
 ) {
     for mut conn in acceptor.incoming(listener, server) {
         let event = EpollEvent::new(flags(Interest::READ), conn.fd() as u64);
+        server.stats.ctl_calls(1);
         if let Err(e) = epoll.add(&conn.stream, event) {
             eprintln!("iomodels: epoll_ctl(ADD) failed: {e}; closing the connection");
             conn.refuse(&server.stats);
@@ -135,11 +136,11 @@ fn accept(
 /// Read once, and answer at once: the socket buffer is almost always free, so the
 /// response need not wait a turn to hear that it is writable. Anything left unread is
 /// reported again by the next epoll_wait: that is what level-triggered means.
-fn readable(conn: &mut Conn, stats: &Stats) {
+fn readable(conn: &mut Conn, server: &Server) {
     if conn.wants_read() {
-        conn.read(stats);
+        conn.read(&server.stats);
         if conn.wants_write() {
-            conn.write(stats);
+            conn.write(&server.stats);
         }
     }
 }
@@ -147,9 +148,9 @@ fn readable(conn: &mut Conn, stats: &Stats) {
 
 // ANCHOR: writable
 /// Room in the socket buffer again: send what is still pending.
-fn writable(conn: &mut Conn, stats: &Stats) {
+fn writable(conn: &mut Conn, server: &Server) {
     if conn.wants_write() {
-        conn.write(stats);
+        conn.write(&server.stats);
     }
 }
 // ANCHOR_END: writable
@@ -157,9 +158,10 @@ fn writable(conn: &mut Conn, stats: &Stats) {
 // ANCHOR: rearm
 /// Level-triggered: watch for writability only while output is pending, or every turn
 /// would report the (almost always) writable socket again.
-fn rearm(epoll: &Epoll, conn: &mut Conn) -> io::Result<()> {
+fn rearm(epoll: &Epoll, conn: &mut Conn, stats: &Stats) -> io::Result<()> {
     let interest = conn.interest();
     if interest != conn.registered {
+        stats.ctl_calls(1);
         let mut event = EpollEvent::new(flags(interest), conn.fd() as u64);
         epoll.modify(&conn.stream, &mut event)?;
         conn.registered = interest;

@@ -19,6 +19,7 @@ use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::io;
 use std::net::TcpListener;
 use std::os::fd::{AsFd, AsRawFd, RawFd};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -54,12 +55,16 @@ pub struct IoLoop<S> {
     next_timer: u64,
     waker: Arc<Waker<S>>,
     stopped: bool,
+    /// epoll_ctl calls since the counters last heard of them.
+    ctl_calls: u64,
 }
 
 /// How another thread reaches the loop: a queue, and an eventfd the loop watches.
 struct Waker<S> {
     fd: EventFd,
     queue: Mutex<Vec<RemoteCallback<S>>>,
+    /// Writes to the eventfd (from other threads) not yet counted.
+    writes: AtomicU64,
 }
 
 /// A handle other threads may keep: `add_callback` is the one thread-safe call.
@@ -129,8 +134,10 @@ impl<S> IoLoop<S> {
             waker: Arc::new(Waker {
                 fd,
                 queue: Mutex::new(Vec::new()),
+                writes: AtomicU64::new(0),
             }),
             stopped: false,
+            ctl_calls: 0,
         })
     }
 
@@ -143,6 +150,7 @@ impl<S> IoLoop<S> {
         events: EpollFlags,
     ) -> io::Result<()> {
         let raw = fd.as_fd().as_raw_fd();
+        self.ctl_calls += 1;
         self.epoll.add(fd, EpollEvent::new(events, raw as u64))?;
         self.handlers.insert(raw, handler);
         Ok(())
@@ -151,6 +159,7 @@ impl<S> IoLoop<S> {
     /// Change what `fd`'s handler is called for.
     pub fn update_handler(&mut self, fd: &impl AsFd, events: EpollFlags) -> io::Result<()> {
         let raw = fd.as_fd().as_raw_fd();
+        self.ctl_calls += 1;
         self.epoll
             .modify(fd, &mut EpollEvent::new(events, raw as u64))?;
         Ok(())
@@ -158,6 +167,7 @@ impl<S> IoLoop<S> {
 
     /// Stop calling `fd`'s handler (before the descriptor is closed).
     pub fn remove_handler(&mut self, fd: &impl AsFd) {
+        self.ctl_calls += 1;
         let _ = self.epoll.delete(fd);
         self.handlers.remove(&fd.as_fd().as_raw_fd());
     }
@@ -233,10 +243,13 @@ impl<S> IoLoop<S> {
                 Err(e) => return Err(e.into()),
             };
             stats.waited(ready, ready);
+            stats.ctl_calls(std::mem::take(&mut self.ctl_calls));
+            stats.other_calls(self.waker.writes.swap(0, Relaxed));
             // ANCHOR_END: wait
             // ANCHOR: dispatch
             for event in &events[..ready] {
                 if event.data() == WAKER {
+                    stats.other_calls(1);
                     let _ = self.waker.fd.read();
                     let handed: Vec<_> = std::mem::take(&mut *self.waker.queue.lock().unwrap());
                     for callback in handed {
@@ -263,6 +276,7 @@ impl<S> LoopHandle<S> {
     pub fn add_callback(&self, callback: impl FnOnce(&mut IoLoop<S>, &mut S) + Send + 'static) {
         self.waker.queue.lock().unwrap().push(Box::new(callback));
         // The eventfd becomes readable: the loop's epoll_wait returns.
+        self.waker.writes.fetch_add(1, Relaxed);
         let _ = self.waker.fd.write(1);
     }
 }

@@ -101,10 +101,10 @@ pub fn serve(listener: TcpListener, server: &Arc<Server>) -> io::Result<()> {
                 continue;
             };
             if event.readable {
-                readable(conn, &server.stats);
+                readable(conn, server);
             }
             if event.writable {
-                writable(conn, &server.stats);
+                writable(conn, server);
             }
             if conn.is_done() {
                 close(&mut conns, event.token, &server.stats);
@@ -145,11 +145,11 @@ fn accept(
 // ANCHOR: readable
 /// Read once, and answer at once: the socket buffer is almost always free, so the
 /// response need not wait a turn to hear that it is writable.
-fn readable(conn: &mut Conn, stats: &Stats) {
+fn readable(conn: &mut Conn, server: &Server) {
     if conn.wants_read() {
-        conn.read(stats);
+        conn.read(&server.stats);
         if conn.wants_write() {
-            conn.write(stats);
+            conn.write(&server.stats);
         }
     }
 }
@@ -157,9 +157,9 @@ fn readable(conn: &mut Conn, stats: &Stats) {
 
 // ANCHOR: writable
 /// Room in the socket buffer again: send what is still pending.
-fn writable(conn: &mut Conn, stats: &Stats) {
+fn writable(conn: &mut Conn, server: &Server) {
     if conn.wants_write() {
-        conn.write(stats);
+        conn.write(&server.stats);
     }
 }
 // ANCHOR_END: writable

@@ -100,7 +100,7 @@ pub fn serve(listener: TcpListener, server: &Arc<Server>) -> io::Result<()> {
             if fd == listener.as_raw_fd() {
                 accept(&listener, &mut acceptor, &mut conns, me, server);
             } else if let Some(conn) = conns.get_mut(&fd) {
-                readable(conn, &server.stats);
+                readable(conn, server);
                 if conn.is_done() {
                     close(&mut conns, fd, &server.stats);
                 }
@@ -120,7 +120,7 @@ pub fn serve(listener: TcpListener, server: &Arc<Server>) -> io::Result<()> {
             Stats::add(&server.stats.fds_scanned, conns.len() as u64);
             let mut done = Vec::new();
             for (&fd, conn) in conns.iter_mut() {
-                readable(conn, &server.stats);
+                readable(conn, server);
                 if conn.is_done() {
                     done.push(fd);
                 }
@@ -146,12 +146,14 @@ fn accept(
     server: &Server,
 ) {
     for mut conn in acceptor.incoming(listener, server) {
+        // F_SETOWN_EX, F_SETSIG, F_GETFL, F_SETFL: four calls to arm one socket.
+        server.stats.ctl_calls(4);
         if let Err(e) = signal_me(&conn.stream, me) {
             eprintln!("iomodels: cannot arm O_ASYNC: {e}; closing the connection");
             conn.refuse(&server.stats);
             continue;
         }
-        readable(&mut conn, &server.stats);
+        readable(&mut conn, server);
         if conn.is_done() {
             conn.close(&server.stats);
         } else {
@@ -190,11 +192,12 @@ fn signal_me(socket: &impl AsFd, me: Pid) -> io::Result<()> {
 // ANCHOR: readable
 /// A signal reports a change once (an edge): read and write until they would block,
 /// as epoll-et drains.
-fn readable(conn: &mut Conn, stats: &Stats) {
+fn readable(conn: &mut Conn, server: &Server) {
+    let stats = &server.stats;
     loop {
         let mut moved = false;
         if conn.wants_read() {
-            moved |= conn.read(stats) == Io::Progress;
+            moved |= matches!(conn.read(stats), Io::Progress | Io::Drained);
         }
         if conn.wants_write() {
             moved |= conn.write(stats) == Io::Progress;

@@ -150,6 +150,7 @@ fn park(pool: &Pool, mut conn: Conn, stats: &Stats) {
     // Into the map first, armed after, under the lock: the event cannot come before the
     // main thread can find the connection.
     let mut parked = pool.parked.lock().unwrap();
+    stats.ctl_calls(1);
     let armed = if conn.registered.read {
         pool.epoll.modify(&conn.stream, &mut event)
     } else {
@@ -210,7 +211,7 @@ fn serve_request(pool: &Pool, mut conn: Conn, server: &Server) {
             return park(pool, conn, stats);
         } else if conn.wants_read() {
             // Every read is a wait on this one descriptor: the worker sleeps here.
-            stats.waited(1, 1);
+            stats.turned(1, 1);
             conn.read(stats);
             has_read = true;
         } else {
