@@ -170,9 +170,14 @@ pub struct Snapshot {
     pub fds_scanned: u64,
     pub events: u64,
     pub empty_reads: u64,
+    // Counted since schema 2 of the suite's run files; absent (0) in older ones.
+    #[serde(skip_serializing_if = "is_zero")]
     pub reads: u64,
+    #[serde(skip_serializing_if = "is_zero")]
     pub writes: u64,
+    #[serde(skip_serializing_if = "is_zero")]
     pub ctl_calls: u64,
+    #[serde(skip_serializing_if = "is_zero")]
     pub syscalls: u64,
     pub threads: u64,
     pub threads_peak: u64,
@@ -212,4 +217,8 @@ impl Snapshot {
             features: self.features.clone(),
         }
     }
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
