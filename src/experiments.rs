@@ -81,7 +81,11 @@ pub const EXPERIMENTS: &[Facts] = &[
         keep_alive: true,
         blocking_path: false,
         peers: true,
-        variants: &[],
+        // Each model as its practitioners write it, beside the naive form it replaced.
+        variants: &[
+            ("epoll-et", &[&[], &["--et-drain", "eagain"]]),
+            ("io-uring", &[&[], &["--uring-mode", "basic"]]),
+        ],
     },
     Facts {
         experiment: Experiment::Active,

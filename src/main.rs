@@ -82,6 +82,22 @@ struct BenchArgs {
     /// Instead of the profile's: how many times each point is measured.
     #[arg(long)]
     repeats: Option<u32>,
+    /// The share of one CPU each server may use (a cgroup CPU quota, 10 ms period), so
+    /// that the server, not the load generator, is the limit; 1 gives whole CPUs.
+    #[arg(long, default_value_t = 0.5, value_parser = cpu_share)]
+    server_cpu: f64,
+}
+
+/// A share of one CPU: above 0, at most 1.
+fn cpu_share(s: &str) -> Result<f64, String> {
+    let share: f64 = s.parse().map_err(|e| format!("{e}"))?;
+    if share > 0.0 && share <= 1.0 {
+        Ok(share)
+    } else {
+        Err(format!(
+            "{share} is not a share of one CPU (above 0, at most 1)"
+        ))
+    }
 }
 
 #[derive(clap::Args)]
@@ -310,6 +326,7 @@ fn run_bench(args: BenchArgs) -> Result<(), String> {
         models: all(args.models, MODELS.iter().map(|m| m.name.to_string())),
         peers: args.peers,
         out: args.out.unwrap_or_else(bench::default_out),
+        server_cpu_share: (args.server_cpu < 1.0).then_some(args.server_cpu),
     };
     let started = std::time::Instant::now();
     bench::run(&options)?;

@@ -11,6 +11,7 @@ use iomodels_loadgen::Report;
 use iomodels_servers::Snapshot;
 use serde::{Deserialize, Deserializer, Serialize};
 
+pub use crate::bench::quota::QuotaSetting;
 use crate::experiments::{Axis, Experiment};
 
 /// Bumped whenever a field changes meaning or goes away; `plot` refuses other versions.
@@ -69,6 +70,10 @@ pub struct Settings {
     /// Busy (closed-loop) connections in the idle experiment.
     pub busy_connections: usize,
     pub load_threads: usize,
+    /// The CPU quota every server ran under, so that it and not the load generator was
+    /// the limit; absent: the servers had whole CPUs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_cpu_quota: Option<QuotaSetting>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -240,12 +240,19 @@ fn bench_runs_end_to_end_and_records_a_real_limit() {
     let run = Run::load(&dir).unwrap();
     assert_eq!(run.profile, "quick");
     assert!(run.machine.cores >= 1 && run.machine.memory_kb > 0);
-    assert_eq!(run.points.len(), 2 * 2 + 2, "{:#?}", run.points);
+    // Two idle points for select, epoll-et and its naive variant (--et-drain eagain);
+    // the blocking point for each model.
+    assert_eq!(run.points.len(), 2 * 3 + 2, "{:#?}", run.points);
 
     let point = |model: &str, idle: usize| {
         run.points
             .iter()
-            .find(|p| p.experiment == Experiment::Idle && p.model == model && p.idle == Some(idle))
+            .find(|p| {
+                p.experiment == Experiment::Idle
+                    && p.model == model
+                    && p.server_args.is_empty()
+                    && p.idle == Some(idle)
+            })
             .unwrap()
     };
     let select = point("select", 1100);

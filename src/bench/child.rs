@@ -15,6 +15,7 @@ use nix::sched::{sched_setaffinity, CpuSet};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
+use super::quota::{self, CpuQuota};
 use crate::results::Limit;
 
 /// How long a server may take to start listening, or to stop.
@@ -50,10 +51,11 @@ impl Server {
         model: &str,
         args: &[String],
         cpus: &[usize],
+        quota: Option<&CpuQuota>,
     ) -> Result<Server, String> {
         let mut cmd = Command::new(exe);
         cmd.args(["serve", model, "--port", "0"]).args(args);
-        let mut server = Server::spawn(cmd, model, cpus)?;
+        let mut server = Server::spawn(cmd, model, cpus, quota)?;
         server.counters = true;
         // The address comes on stderr: "iomodels: MODEL listening on ADDR (...)".
         let deadline = Instant::now() + PATIENCE;
@@ -81,8 +83,9 @@ impl Server {
         name: &str,
         addr: SocketAddr,
         cpus: &[usize],
+        quota: Option<&CpuQuota>,
     ) -> Result<Server, String> {
-        let mut server = Server::spawn(cmd, name, cpus)?;
+        let mut server = Server::spawn(cmd, name, cpus, quota)?;
         server.addr = addr;
         let deadline = Instant::now() + PATIENCE;
         while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
@@ -95,18 +98,28 @@ impl Server {
         Ok(server)
     }
 
-    fn spawn(mut cmd: Command, name: &str, cpus: &[usize]) -> Result<Server, String> {
+    fn spawn(
+        mut cmd: Command,
+        name: &str,
+        cpus: &[usize],
+        quota: Option<&CpuQuota>,
+    ) -> Result<Server, String> {
         let mut set = CpuSet::new();
         for &cpu in cpus {
             set.set(cpu).map_err(|e| format!("cpu {cpu}: {e}"))?;
         }
         let pin = !cpus.is_empty();
+        let cgroup = quota.map(CpuQuota::procs);
         // SAFETY: between fork and exec only async-signal-safe calls are allowed;
-        // sched_setaffinity is a plain system call and allocates nothing.
+        // sched_setaffinity, open and write are plain system calls, and nothing here
+        // allocates (the cgroup's path was made before the fork).
         unsafe {
             cmd.pre_exec(move || {
                 if pin {
                     sched_setaffinity(Pid::from_raw(0), &set)?;
+                }
+                if let Some(procs) = &cgroup {
+                    quota::join(procs)?;
                 }
                 Ok(())
             });

@@ -10,6 +10,7 @@ pub mod child;
 pub mod machine;
 pub mod peers;
 pub mod plan;
+pub mod quota;
 pub mod wait_cost;
 
 use std::collections::HashMap;
@@ -29,6 +30,7 @@ use crate::results::{CrossCheck, Limit, Point, Run, ServerMetrics, Settings, SCH
 use child::{ProcSample, Server};
 use plan::Plan;
 pub use plan::{Overrides, Profile};
+use quota::CpuQuota;
 
 pub struct Options {
     /// The `iomodels` binary that serves (this one, normally).
@@ -40,7 +42,14 @@ pub struct Options {
     pub models: Vec<String>,
     pub peers: Vec<String>,
     pub out: PathBuf,
+    /// The share of one CPU each server may use (a cgroup quota), so that the server
+    /// and not the load generator is the limit; None: whole CPUs.
+    pub server_cpu_share: Option<f64>,
 }
+
+/// The quota's period: long enough that throttling costs little, short enough that a
+/// throttled server's pause (at most period × (1 - share)) stays a few milliseconds.
+const QUOTA_PERIOD: Duration = Duration::from_millis(10);
 
 /// One measurement to make.
 #[derive(Clone, Debug)]
@@ -99,6 +108,8 @@ struct Context<'a> {
     plan: Plan,
     server_cpus: Vec<usize>,
     load_threads: usize,
+    /// The cgroup every server runs in, when the run limits their CPU.
+    quota: Option<CpuQuota>,
     bar: ProgressBar,
 }
 
@@ -136,6 +147,19 @@ pub fn run(options: &Options) -> Result<Run, String> {
             None => peers.push(peer.clone()),
         }
     }
+    let quota = match options.server_cpu_share {
+        None => None,
+        Some(share) => match CpuQuota::new(share, QUOTA_PERIOD) {
+            Ok(quota) => Some(quota),
+            Err(e) => {
+                notes.push(format!(
+                    "the servers ran without a CPU quota ({e}): where the load generator \
+                     was saturated, its figures are floors"
+                ));
+                None
+            }
+        },
+    };
     for note in &notes {
         eprintln!("iomodels: {note}");
     }
@@ -151,6 +175,7 @@ pub fn run(options: &Options) -> Result<Run, String> {
             repeats: plan.repeats,
             busy_connections: plan.busy,
             load_threads,
+            server_cpu_quota: quota.as_ref().map(|q| q.setting.clone()),
         },
         notes,
         crosscheck: None,
@@ -173,6 +198,7 @@ pub fn run(options: &Options) -> Result<Run, String> {
         plan,
         server_cpus: pinning.server_cpus.clone(),
         load_threads,
+        quota,
         bar,
     };
 
@@ -278,9 +304,20 @@ fn measure(ctx: &Context, job: &Job) -> Point {
         point.path = Some(ctx.plan.blocking.1.into());
     }
     let started = if job.peer {
-        peers::start(&job.model, &ctx.options.out, &ctx.server_cpus)
+        peers::start(
+            &job.model,
+            &ctx.options.out,
+            &ctx.server_cpus,
+            ctx.quota.as_ref(),
+        )
     } else {
-        Server::ours(&ctx.options.exe, &job.model, &job.args, &ctx.server_cpus)
+        Server::ours(
+            &ctx.options.exe,
+            &job.model,
+            &job.args,
+            &ctx.server_cpus,
+            ctx.quota.as_ref(),
+        )
     };
     let mut server = match started {
         Ok(s) => s,
@@ -482,7 +519,8 @@ fn crosscheck(ctx: &Context) -> Result<CrossCheck, String> {
     const MODEL: &str = "epoll-et";
     const CONNECTIONS: usize = 50;
     let secs = ctx.plan.window.as_secs().max(2);
-    let server = Server::ours(&ctx.options.exe, MODEL, &[], &ctx.server_cpus)?;
+    // No quota here: this compares the two load generators, each at its fastest.
+    let server = Server::ours(&ctx.options.exe, MODEL, &[], &ctx.server_cpus, None)?;
     let mut config = loadgen::Config::new(server.addr);
     config.connections = CONNECTIONS;
     config.threads = ctx.load_threads;

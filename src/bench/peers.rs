@@ -6,6 +6,7 @@ use std::path::Path;
 use std::process::Command;
 
 use super::child::{self, Server};
+use super::quota::CpuQuota;
 
 pub const PEERS: &[&str] = &["nginx", "tornado"];
 
@@ -34,15 +35,21 @@ fn runs(program: &str, args: &[&str]) -> bool {
     ran.is_ok_and(|o| o.status.success() || program == "wrk")
 }
 
-/// Start `peer` on a free port in `dir` (its config and logs go there), pinned to `cpus`.
-pub fn start(peer: &str, dir: &Path, cpus: &[usize]) -> Result<Server, String> {
+/// Start `peer` on a free port in `dir` (its config and logs go there), pinned to `cpus`,
+/// under the servers' CPU `quota` if there is one.
+pub fn start(
+    peer: &str,
+    dir: &Path,
+    cpus: &[usize],
+    quota: Option<&CpuQuota>,
+) -> Result<Server, String> {
     let addr = child::free_port()?;
     let cmd = match peer {
         "nginx" => nginx(dir, addr)?,
         "tornado" => tornado(dir, addr)?,
         other => return Err(format!("no peer named {other:?}")),
     };
-    Server::peer(cmd, peer, addr, cpus)
+    Server::peer(cmd, peer, addr, cpus, quota)
 }
 
 /// One worker, no master, no access log: one process serving `return 200`, the

@@ -175,23 +175,6 @@ fn new_ring(stats: &Stats) -> io::Result<IoUring> {
 }
 
 impl Uring {
-    /// Queue an operation for the next io_uring_enter: no system call here, unless the
-    /// submission ring is full.
-    fn push(&mut self, entry: squeue::Entry, stats: &Stats) -> io::Result<()> {
-        // SAFETY: every pointer in an entry points into memory that stays put and alive
-        // until the entry's completion: a slot's buffers (kept in the slot, which is
-        // freed only once nothing of it is in flight) or the provided buffer ring.
-        if unsafe { self.ring.submission().push(&entry) }.is_err() {
-            // Full: hand the kernel what is queued, then push again.
-            self.ring.submit()?;
-            stats.other_calls(1);
-            // SAFETY: as above.
-            unsafe { self.ring.submission().push(&entry) }
-                .map_err(|_| io::Error::other("the submission ring stays full"))?;
-        }
-        Ok(())
-    }
-
     // ANCHOR: accept
     /// Ask for connections: one multishot accept posts a completion per connection until
     /// it ends; `basic` asks again after each.
@@ -206,7 +189,7 @@ impl Uring {
                 .flags(libc::SOCK_CLOEXEC)
                 .build(),
         };
-        self.push(accept.user_data(ACCEPT), stats)
+        push(&mut self.ring, accept.user_data(ACCEPT), stats)
     }
 
     /// An accept completed: a new connection (`result` is its descriptor), or an error.
@@ -322,13 +305,15 @@ impl Uring {
     // ANCHOR: pump
     /// Give the kernel the next operations this connection wants, or close it.
     fn pump(&mut self, id: usize, stats: &Stats) {
-        let mode = self.mode;
-        let slot = self.slots[id].as_mut().expect("slot is present");
+        let Uring {
+            ring, mode, slots, ..
+        } = self;
+        let slot = slots[id].as_mut().expect("slot is present");
         if slot.conn.is_done() {
             return self.close(id, stats);
         }
         let fd = types::Fd(slot.conn.fd());
-        let mut queued = Vec::new();
+        let mut pushed = Ok(());
         if slot.conn.wants_write() && slot.sending.is_none() {
             // The kernel reads the bytes while the connection may take more input and
             // append to its output: it gets a copy, in a buffer kept for the next send.
@@ -336,7 +321,7 @@ impl Uring {
             buffer.extend_from_slice(slot.conn.unsent());
             let send = opcode::Send::new(fd, buffer.as_ptr(), buffer.len() as u32).build();
             slot.sending = Some(buffer);
-            queued.push(send.user_data(data(id, SEND)));
+            pushed = pushed.and(push(ring, send.user_data(data(id, SEND)), stats));
         }
         if slot.conn.wants_read() && !slot.receiving {
             slot.receiving = true;
@@ -350,19 +335,17 @@ impl Uring {
                     opcode::Recv::new(fd, buffer.as_mut_ptr(), len).build()
                 }
             };
-            queued.push(recv.user_data(data(id, RECV)));
+            pushed = pushed.and(push(ring, recv.user_data(data(id, RECV)), stats));
         } else if !slot.conn.wants_read() && slot.receiving && !slot.cancelled {
             // Input full (its answers wait for a slow reader): stop the multishot
             // receive, or it would go on filling the input. What is already in flight
             // still arrives, so the input overshoots its bound by at most that.
             slot.cancelled = true;
             let cancel = opcode::AsyncCancel::new(data(id, RECV)).build();
-            queued.push(cancel.user_data(data(id, CANCEL)));
+            pushed = pushed.and(push(ring, cancel.user_data(data(id, CANCEL)), stats));
         }
-        for entry in queued {
-            if self.push(entry, stats).is_err() {
-                self.slots[id].as_mut().expect("slot").conn.broke();
-            }
+        if pushed.is_err() {
+            slot.conn.broke();
         }
     }
     // ANCHOR_END: pump
@@ -378,7 +361,7 @@ impl Uring {
             if !slot.cancelled {
                 slot.cancelled = true;
                 let cancel = opcode::AsyncCancel::new(data(id, RECV)).build();
-                let _ = self.push(cancel.user_data(data(id, CANCEL)), stats);
+                let _ = push(&mut self.ring, cancel.user_data(data(id, CANCEL)), stats);
             }
             return;
         }
@@ -389,6 +372,23 @@ impl Uring {
         }
     }
     // ANCHOR_END: close
+}
+
+/// Queue an operation for the next io_uring_enter: no system call here, unless the
+/// submission ring is full.
+fn push(ring: &mut IoUring, entry: squeue::Entry, stats: &Stats) -> io::Result<()> {
+    // SAFETY: every pointer in an entry points into memory that stays put and alive
+    // until the entry's completion: a slot's buffers (kept in the slot, which is freed
+    // only once nothing of it is in flight) or the provided buffer ring.
+    if unsafe { ring.submission().push(&entry) }.is_err() {
+        // Full: hand the kernel what is queued, then push again.
+        ring.submit()?;
+        stats.other_calls(1);
+        // SAFETY: as above.
+        unsafe { ring.submission().push(&entry) }
+            .map_err(|_| io::Error::other("the submission ring stays full"))?;
+    }
+    Ok(())
 }
 
 /// The user data of an operation: its slot, and what it is.

@@ -1,0 +1,127 @@
+//! A CPU quota for the servers under test, so that the server, not the load generator,
+//! is the limit: on two cores the load generator has one CPU, and an event loop with a
+//! whole CPU of its own answers faster than one CPU can ask.
+//!
+//! The servers run in a cgroup of their own with the CFS bandwidth controller: `share`
+//! of one CPU in every `period` (cgroup v1 `cpu.cfs_quota_us` of `cpu.cfs_period_us`,
+//! or v2 `cpu.max`). Each server joins it between fork and exec, so that every process
+//! it starts (nginx's workers) is in it too. Throughput and CPU per request come out
+//! as the server's; latency does not: a throttled server sleeps out the rest of each
+//! period, and that pause shows in the tail.
+
+use std::ffi::{CStr, CString};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// What a run recorded of the quota (run.json `settings.server_cpu_quota`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct QuotaSetting {
+    /// Of one CPU, in every period.
+    pub share: f64,
+    pub period_us: u64,
+    /// The files written, e.g. "cgroup v1 cpu.cfs_quota_us 5000 / cpu.cfs_period_us 10000".
+    pub how: String,
+}
+
+impl QuotaSetting {
+    /// The longest pause throttling can add to one request's latency.
+    pub fn longest_pause_ms(&self) -> f64 {
+        self.period_us as f64 * (1.0 - self.share) / 1000.0
+    }
+}
+
+/// The cgroup the servers run in; removed when dropped (once its servers are gone).
+pub struct CpuQuota {
+    dir: PathBuf,
+    /// `cgroup.procs` of `dir`, ready for the child to write itself into (no allocation
+    /// may happen between fork and exec).
+    procs: CString,
+    pub setting: QuotaSetting,
+}
+
+/// Where the cpu controller is mounted: cgroup v1's own hierarchy, or v2's unified one.
+const V1: &str = "/sys/fs/cgroup/cpu";
+const V2: &[&str] = &["/sys/fs/cgroup/unified", "/sys/fs/cgroup"];
+
+impl CpuQuota {
+    pub fn new(share: f64, period: Duration) -> Result<CpuQuota, String> {
+        if !(share > 0.0 && share < 1.0) {
+            return Err(format!(
+                "a CPU share must be above 0 and below 1, not {share}"
+            ));
+        }
+        let period_us = period.as_micros() as u64;
+        let quota_us = ((period_us as f64) * share).round() as u64;
+        let name = format!("iomodels-bench-{}", std::process::id());
+        let v1 = Path::new(V1);
+        let (dir, how) = if v1.join("cpu.cfs_quota_us").exists() {
+            let dir = v1.join(&name);
+            make(&dir)?;
+            write(&dir.join("cpu.cfs_period_us"), &period_us.to_string())?;
+            write(&dir.join("cpu.cfs_quota_us"), &quota_us.to_string())?;
+            let how =
+                format!("cgroup v1 cpu.cfs_quota_us {quota_us} / cpu.cfs_period_us {period_us}");
+            (dir, how)
+        } else {
+            let root = V2
+                .iter()
+                .map(Path::new)
+                .find(|r| {
+                    std::fs::read_to_string(r.join("cgroup.controllers"))
+                        .is_ok_and(|c| c.split_whitespace().any(|c| c == "cpu"))
+                })
+                .ok_or("no cgroup cpu controller found (v1 cpu.cfs_quota_us or v2 cpu.max)")?;
+            // v2: the controller must be enabled for the children of the root.
+            let _ = std::fs::write(root.join("cgroup.subtree_control"), "+cpu");
+            let dir = root.join(&name);
+            make(&dir)?;
+            write(&dir.join("cpu.max"), &format!("{quota_us} {period_us}"))?;
+            (dir, format!("cgroup v2 cpu.max \"{quota_us} {period_us}\""))
+        };
+        let procs = CString::new(dir.join("cgroup.procs").as_os_str().as_bytes())
+            .map_err(|e| e.to_string())?;
+        Ok(CpuQuota {
+            dir,
+            procs,
+            setting: QuotaSetting {
+                share,
+                period_us,
+                how,
+            },
+        })
+    }
+
+    /// The `cgroup.procs` file a child writes itself into ([`join`]).
+    pub fn procs(&self) -> CString {
+        self.procs.clone()
+    }
+}
+
+/// Move the calling process into the cgroup whose `cgroup.procs` is `procs`. Called
+/// between fork and exec: only plain system calls, nothing allocated.
+pub fn join(procs: &CStr) -> std::io::Result<()> {
+    use nix::fcntl::{open, OFlag};
+    use nix::sys::stat::Mode;
+    let fd = open(procs, OFlag::O_WRONLY | OFlag::O_CLOEXEC, Mode::empty())?;
+    // "0": the writing process itself.
+    nix::unistd::write(&fd, b"0")?;
+    Ok(())
+}
+
+impl Drop for CpuQuota {
+    fn drop(&mut self) {
+        // A cgroup is removed with rmdir, once no process is left in it.
+        let _ = std::fs::remove_dir(&self.dir);
+    }
+}
+
+fn make(dir: &Path) -> Result<(), String> {
+    std::fs::create_dir(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))
+}
+
+fn write(path: &Path, value: &str) -> Result<(), String> {
+    std::fs::write(path, value).map_err(|e| format!("cannot write {}: {e}", path.display()))
+}
