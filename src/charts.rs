@@ -11,7 +11,7 @@ use crate::experiments::Experiment;
 use crate::report;
 use crate::results::{Point, Run, Series};
 
-const SIZE: (u32, u32) = (900, 620);
+const SIZE: (u32, u32) = (900, 680);
 /// Height of the plot; the rest is the notes under it.
 const PLOT_HEIGHT: u32 = 500;
 const FONT: &str = "sans-serif";
@@ -74,10 +74,26 @@ pub struct ChartSpec {
     pub series: fn(&Run) -> Vec<Series>,
     /// The sentence under it, computed from the run.
     pub sentence: fn(&Run) -> String,
+    /// It shows latency, which a CPU quota on the server distorts: say so under it.
+    pub latency: bool,
 }
 
 /// Every chart, in the order the report shows them.
 pub const CHARTS: &[ChartSpec] = &[
+    ChartSpec {
+        file: "idle-cpu-per-request.svg",
+        title: "Server CPU time per request beside idle connections",
+        experiment: Experiment::Idle,
+        y_desc: "server CPU per request (µs, user + sys, log scale)",
+        kind: Kind::Lines {
+            log_x: false,
+            log_y: true,
+            legend: SeriesLabelPosition::UpperLeft,
+        },
+        series: |run| run.series(Experiment::Idle, Point::cpu_us_per_request),
+        sentence: report::idle_cpu_per_request,
+        latency: false,
+    },
     ChartSpec {
         file: "idle-throughput.svg",
         title: "Throughput of a few busy connections beside idle ones",
@@ -90,6 +106,7 @@ pub const CHARTS: &[ChartSpec] = &[
         },
         series: |run| run.series(Experiment::Idle, Point::rps),
         sentence: report::idle_throughput,
+        latency: false,
     },
     ChartSpec {
         file: "idle-p99.svg",
@@ -103,19 +120,7 @@ pub const CHARTS: &[ChartSpec] = &[
         },
         series: |run| run.series(Experiment::Idle, Point::p99_ms),
         sentence: report::idle_p99,
-    },
-    ChartSpec {
-        file: "idle-cpu-per-request.svg",
-        title: "Server CPU time per request beside idle connections",
-        experiment: Experiment::Idle,
-        y_desc: "server CPU per request (µs, user + sys)",
-        kind: Kind::Lines {
-            log_x: false,
-            log_y: false,
-            legend: SeriesLabelPosition::UpperLeft,
-        },
-        series: |run| run.series(Experiment::Idle, Point::cpu_us_per_request),
-        sentence: report::idle_cpu_per_request,
+        latency: true,
     },
     ChartSpec {
         file: "memory-per-connection.svg",
@@ -129,6 +134,21 @@ pub const CHARTS: &[ChartSpec] = &[
         },
         series: Run::memory_per_idle_connection,
         sentence: report::memory_per_connection,
+        latency: false,
+    },
+    ChartSpec {
+        file: "active-cpu-per-request.svg",
+        title: "Server CPU time per request as active connections grow",
+        experiment: Experiment::Active,
+        y_desc: "server CPU per request (µs, user + sys, log scale)",
+        kind: Kind::Lines {
+            log_x: true,
+            log_y: true,
+            legend: SeriesLabelPosition::UpperLeft,
+        },
+        series: |run| run.series(Experiment::Active, Point::cpu_us_per_request),
+        sentence: report::active_cpu_per_request,
+        latency: false,
     },
     ChartSpec {
         file: "active-throughput.svg",
@@ -142,6 +162,7 @@ pub const CHARTS: &[ChartSpec] = &[
         },
         series: |run| run.series(Experiment::Active, Point::rps),
         sentence: report::active_throughput,
+        latency: false,
     },
     ChartSpec {
         file: "churn.svg",
@@ -151,6 +172,7 @@ pub const CHARTS: &[ChartSpec] = &[
         kind: Kind::Bars,
         series: |run| run.series(Experiment::Churn, Point::rps),
         sentence: report::churn,
+        latency: false,
     },
     ChartSpec {
         file: "blocking.svg",
@@ -160,6 +182,7 @@ pub const CHARTS: &[ChartSpec] = &[
         kind: Kind::Bars,
         series: |run| run.series(Experiment::Blocking, Point::rps),
         sentence: report::blocking,
+        latency: false,
     },
     ChartSpec {
         file: "wait-cost.svg",
@@ -173,6 +196,7 @@ pub const CHARTS: &[ChartSpec] = &[
         },
         series: |run| run.series(Experiment::WaitCost, |p| p.ns_per_wait),
         sentence: report::wait_cost,
+        latency: false,
     },
 ];
 
@@ -184,7 +208,17 @@ pub fn draw_all(run: &Run, dir: &Path) -> Result<Vec<&'static ChartSpec>, String
         if series.is_empty() {
             continue;
         }
-        let notes = notes(&series);
+        let mut notes = notes(&series);
+        if let (true, Some(quota)) = (spec.latency, &run.settings.server_cpu_quota) {
+            notes.push(format!(
+                "Latency under the servers' CPU quota ({:.0}% of a CPU per {} ms): a throttled \
+                 server pauses up to {:.0} ms, and the tail shows it. Compare the models with \
+                 each other, not with an unthrottled server.",
+                quota.share * 100.0,
+                quota.period_us / 1000,
+                quota.longest_pause_ms()
+            ));
+        }
         let path = dir.join(spec.file);
         let facts = spec.experiment.facts();
         match &spec.kind {
@@ -371,22 +405,47 @@ where
         .draw()
         .map_err(|e| err(&e))?;
     let y_floor = chart.y_range().start;
-    for s in series {
+    for (i, s) in series.iter().enumerate() {
         let c = colour(&s.name);
+        // Colour alone cannot tell thirteen lines apart: each also has its own marker,
+        // and every other line is dashed.
+        let (shape, dashed) = (Shape::of(i), i % 2 == 1);
         let line: Vec<(f64, f64)> = s.values.iter().map(|v| (v.0, v.1)).collect();
-        chart
-            .draw_series(LineSeries::new(line, c.stroke_width(2)))
+        let drawn = if dashed {
+            chart.draw_series(DashedLineSeries::new(line, 6, 4, c.stroke_width(2)))
+        } else {
+            chart.draw_series(LineSeries::new(line, c.stroke_width(2)))
+        };
+        drawn
             .map_err(|e| err(&e))?
             .label(s.name.clone())
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 22, y)], c.stroke_width(3)));
+            .legend(move |(x, y)| {
+                let style = c.stroke_width(2);
+                let mut line = vec![(x, y), (x + 24, y)];
+                if dashed {
+                    line = vec![(x, y), (x + 9, y)];
+                }
+                EmptyElement::at((0, 0))
+                    + PathElement::new(line, style)
+                    + PathElement::new(
+                        if dashed {
+                            vec![(x + 15, y), (x + 24, y)]
+                        } else {
+                            vec![]
+                        },
+                        style,
+                    )
+                    + shape.marker((x + 12, y), c.filled())
+            });
         chart
             .draw_series(s.values.iter().map(|&(x, y, saturated)| {
+                // Hollow: the load generator was saturated; the figure is a floor.
                 let style = if saturated {
                     c.stroke_width(2)
                 } else {
                     c.filled()
                 };
-                Circle::new((x, y), 4, style)
+                EmptyElement::at((x, y)) + shape.marker((0, 0), style)
             }))
             .map_err(|e| err(&e))?;
         // A limit sits on the x axis as a cross: the model could not go there.
@@ -506,16 +565,83 @@ fn bar_chart(
     root.present().map_err(|e| err(&e))
 }
 
+/// The notes under a chart, each wrapped at a word to fit the width: none is cut off.
 fn draw_notes(area: &Area, notes: &[String]) -> Result<(), String> {
-    for (i, note) in notes.iter().take(6).enumerate() {
-        let mut line = note.clone();
-        if line.chars().count() > 120 {
-            line = line.chars().take(117).collect::<String>() + "…";
-        }
-        area.draw(&Text::new(line, (20, 10 + 18 * i as i32), (FONT, 13)))
+    let lines: Vec<String> = notes.iter().flat_map(|n| wrap(n, NOTE_WIDTH)).collect();
+    for (i, line) in lines.into_iter().enumerate() {
+        area.draw(&Text::new(line, (20, 8 + 16 * i as i32), (FONT, 12)))
             .map_err(|e| e.to_string())?;
     }
     Ok(())
+}
+
+/// Characters of a note's line.
+const NOTE_WIDTH: usize = 135;
+
+/// `text` in lines of at most `width` characters, broken at spaces; later lines indented.
+pub fn wrap(text: &str, width: usize) -> Vec<String> {
+    let mut lines = vec![String::new()];
+    for word in text.split(' ') {
+        let line = lines.last_mut().expect("one line at least");
+        if !line.trim().is_empty() && line.chars().count() + 1 + word.chars().count() > width {
+            lines.push(format!("    {word}"));
+        } else {
+            if !line.is_empty() {
+                line.push(' ');
+            }
+            line.push_str(word);
+        }
+    }
+    lines
+}
+
+/// The marker of a line, by its place in the chart.
+#[derive(Clone, Copy)]
+enum Shape {
+    Circle,
+    Square,
+    Triangle,
+    Diamond,
+}
+
+impl Shape {
+    fn of(i: usize) -> Shape {
+        [
+            Shape::Circle,
+            Shape::Square,
+            Shape::Triangle,
+            Shape::Diamond,
+        ][(i / 2) % 4]
+    }
+
+    /// The marker centred on `at` (pixels, relative to its element).
+    fn marker<DB: DrawingBackend>(
+        self,
+        at: (i32, i32),
+        style: ShapeStyle,
+    ) -> DynElement<'static, DB, (i32, i32)> {
+        let (x, y) = at;
+        let r = 4;
+        match self {
+            Shape::Circle => Circle::new((x, y), r, style).into_dyn(),
+            Shape::Square => Rectangle::new([(x - r, y - r), (x + r, y + r)], style).into_dyn(),
+            Shape::Triangle => Polygon::new(
+                vec![(x, y - r - 1), (x - r - 1, y + r), (x + r + 1, y + r)],
+                style,
+            )
+            .into_dyn(),
+            Shape::Diamond => Polygon::new(
+                vec![
+                    (x, y - r - 1),
+                    (x + r + 1, y),
+                    (x, y + r + 1),
+                    (x - r - 1, y),
+                ],
+                style,
+            )
+            .into_dyn(),
+        }
+    }
 }
 
 /// 1500 -> "1.5k", 2000000 -> "2M", 0.25 -> "0.25".

@@ -57,6 +57,9 @@ pub struct Facts {
     /// What its table shows (the y), and its unit.
     pub y_name: &'static str,
     pub y: fn(&Point) -> Option<f64>,
+    /// Its report leads with the server's CPU per request: the load generator can be the
+    /// limit of its throughput, never of that.
+    pub cpu_leads: bool,
     /// Keep-alive connections (false: a new connection per request).
     pub keep_alive: bool,
     /// Every request asks the profile's blocking path (`/sleep/…`).
@@ -78,6 +81,7 @@ pub const EXPERIMENTS: &[Facts] = &[
         x_name: "idle connections",
         y_name: "requests per second (2xx)",
         y: Point::rps,
+        cpu_leads: true,
         keep_alive: true,
         blocking_path: false,
         peers: true,
@@ -95,6 +99,7 @@ pub const EXPERIMENTS: &[Facts] = &[
         x_name: "active connections",
         y_name: "requests per second (2xx)",
         y: Point::rps,
+        cpu_leads: true,
         keep_alive: true,
         blocking_path: false,
         peers: true,
@@ -108,6 +113,7 @@ pub const EXPERIMENTS: &[Facts] = &[
         x_name: "connections",
         y_name: "connections per second (one request each)",
         y: Point::rps,
+        cpu_leads: true,
         keep_alive: false,
         blocking_path: false,
         peers: true,
@@ -121,6 +127,7 @@ pub const EXPERIMENTS: &[Facts] = &[
         x_name: "connections",
         y_name: "requests per second (2xx)",
         y: Point::rps,
+        cpu_leads: false,
         keep_alive: true,
         blocking_path: true,
         peers: false,
@@ -136,6 +143,7 @@ pub const EXPERIMENTS: &[Facts] = &[
         x_name: "descriptors watched",
         y_name: "ns per wait",
         y: |p| p.ns_per_wait,
+        cpu_leads: false,
         keep_alive: true,
         blocking_path: false,
         peers: false,

@@ -57,6 +57,22 @@ pub fn machine_md(run: &Run) -> String {
         ),
         ("pinning", m.pinning.note.clone()),
         (
+            "server CPU",
+            match &run.settings.server_cpu_quota {
+                Some(q) => format!(
+                    "each server limited to {:.0}% of one CPU ({}), so that the server and not \
+                     the load generator is the limit; latency includes throttling pauses of up \
+                     to {:.0} ms",
+                    q.share * 100.0,
+                    q.how,
+                    q.longest_pause_ms()
+                ),
+                None => "whole CPUs, no quota: where the load generator was saturated (`*`), \
+                         throughput is a floor"
+                    .into(),
+            },
+        ),
+        (
             "windows",
             format!(
                 "{} s warm-up, {} s measured, {} repeat(s) (medians shown); {} load thread(s)",
@@ -139,12 +155,44 @@ fn shown(name: &str, only: Option<&[&str]>) -> bool {
 }
 
 /// Column headers (the xs) and rows (model, cells) of an experiment's table.
+/// What a table shows: its name, the y of a point, and how a value is written.
+struct Figure {
+    name: &'static str,
+    y: fn(&Point) -> Option<f64>,
+    cell: fn(f64) -> String,
+    /// A saturated load generator makes it a floor (starred); CPU per request is not.
+    floors: bool,
+}
+
+impl Figure {
+    /// The figure an experiment's table shows.
+    fn of(experiment: Experiment) -> Figure {
+        let facts = experiment.facts();
+        Figure {
+            name: facts.y_name,
+            y: facts.y,
+            cell: thousands,
+            floors: true,
+        }
+    }
+
+    /// Server CPU per request, and the capacity it implies.
+    const CPU: Figure = Figure {
+        name: "server CPU µs per request (user + sys), and the requests per second one CPU \
+               could serve at that cost",
+        y: Point::cpu_us_per_request,
+        cell: |v| format!("{v:.1} ({}/s)", short(1e6 / v)),
+        floors: false,
+    };
+}
+
 fn grid(
     run: &Run,
     experiment: Experiment,
+    figure: &Figure,
     only: Option<&[&str]>,
 ) -> (Vec<f64>, Vec<(String, Vec<String>)>) {
-    let mut series = run.series(experiment, experiment.facts().y);
+    let mut series = run.series(experiment, figure.y);
     series.retain(|s| shown(&s.name, only));
     if let Some(models) = only {
         // In the order asked for: a chapter's own model first.
@@ -170,7 +218,8 @@ fn grid(
                     if s.limits.iter().any(|l| l.0 == x) {
                         "limit".to_string()
                     } else if let Some(v) = s.values.iter().find(|v| v.0 == x) {
-                        format!("{}{}", thousands(v.1), if v.2 { "*" } else { "" })
+                        let star = if v.2 && figure.floors { "*" } else { "" };
+                        format!("{}{star}", (figure.cell)(v.1))
                     } else {
                         "–".to_string()
                     }
@@ -187,13 +236,31 @@ pub fn table(run: &Run, experiment: Experiment) -> String {
     table_md(run, experiment, None)
 }
 
+/// An experiment's tables: the server's CPU per request first where the load generator
+/// can be the limit, then the experiment's own figure.
 fn table_md(run: &Run, experiment: Experiment, only: Option<&[&str]>) -> String {
+    let mut md = String::new();
+    if experiment.facts().cpu_leads {
+        md.push_str(&figure_md(run, experiment, &Figure::CPU, only));
+    }
+    let main = figure_md(run, experiment, &Figure::of(experiment), only);
+    if main.is_empty() {
+        return main;
+    }
+    md.push_str(&main);
+    if only.is_none() {
+        md.push_str(LEGEND);
+    }
+    md
+}
+
+fn figure_md(run: &Run, experiment: Experiment, figure: &Figure, only: Option<&[&str]>) -> String {
     let facts = experiment.facts();
-    let (xs, rows) = grid(run, experiment, only);
+    let (xs, rows) = grid(run, experiment, figure, only);
     if rows.is_empty() {
         return String::new();
     }
-    let mut md = format!("{}, by {}:\n\n| model |", facts.y_name, facts.x_name);
+    let mut md = format!("{}, by {}:\n\n| model |", figure.name, facts.x_name);
     for x in &xs {
         let _ = write!(md, " {} |", thousands(*x));
     }
@@ -204,9 +271,6 @@ fn table_md(run: &Run, experiment: Experiment, only: Option<&[&str]>) -> String 
         let _ = writeln!(md, "| {name} | {} |", cells.join(" | "));
     }
     md.push('\n');
-    if only.is_none() {
-        md.push_str(LEGEND);
-    }
     md
 }
 
@@ -217,9 +281,9 @@ const LEGEND: &str = "`limit`: the model could not hold this point (reasons in t
 fn counters_md(run: &Run, only: Option<&[&str]>) -> String {
     let mut md = String::from(
         "What each wait cost at the largest idle point each model held (its counters over the \
-         window, medians of repeats):\n\n| model | idle | wait calls per request | fds scanned per \
-         wait | empty reads per request | server CPU per request (µs) | threads | RSS (MB) |\n\
-         |---|---:|---:|---:|---:|---:|---:|---:|\n",
+         window, medians of repeats):\n\n| model | idle | server CPU per request (µs) | system \
+         calls per request | wait calls per request | fds scanned per wait | empty reads per \
+         request | threads | RSS (MB) |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|\n",
     );
     let per = |f: fn(&iomodels_servers::Snapshot) -> f64| {
         move |p: &Point| p.server.as_ref()?.counters.as_ref().map(f)
@@ -237,6 +301,11 @@ fn counters_md(run: &Run, only: Option<&[&str]>) -> String {
         per(|c| c.empty_reads as f64 / c.requests.max(1) as f64),
     );
     let cpu = run.series(Experiment::Idle, Point::cpu_us_per_request);
+    // Counted since schema 2: "–" for older runs.
+    let syscalls = run.series(Experiment::Idle, |p| {
+        let c = p.server.as_ref()?.counters.as_ref()?;
+        (c.syscalls > 0).then(|| c.syscalls as f64 / c.requests.max(1) as f64)
+    });
     let threads = run.series(Experiment::Idle, |p| {
         p.server.as_ref().map(|s| s.threads as f64)
     });
@@ -259,13 +328,14 @@ fn counters_md(run: &Run, only: Option<&[&str]>) -> String {
         };
         let _ = writeln!(
             md,
-            "| {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             s.name,
             thousands(x),
+            at(&cpu, 1),
+            at(&syscalls, 2),
             at(&wait_per_req, 3),
             at(&scanned, 0),
             at(&empty, 2),
-            at(&cpu, 1),
             at(&threads, 0),
             at(&rss, 1)
         );
@@ -328,27 +398,51 @@ fn kerrisk_md(run: &Run) -> String {
 // The sentence under each chart (see `charts::CHARTS`), computed from the run.
 
 pub fn idle_throughput(run: &Run) -> String {
+    let mut floors = false;
     let parts: Vec<String> = run
         .series(Experiment::Idle, Point::rps)
         .iter()
         .filter_map(|s| keep(s).map(|k| (s, k)))
-        .map(|(s, (x, ratio))| {
+        .map(|(s, (x, ratio, saturated))| {
+            floors |= saturated;
             let limit = s.limits.first().map_or(String::new(), |l| {
                 format!(", and cannot hold {}", thousands(l.0))
             });
             format!(
-                "{} keeps {:.0}% of its 0-idle throughput at {} idle{limit}",
+                "{} keeps {:.0}%{} of its 0-idle throughput at {} idle{limit}",
                 s.name,
                 ratio * 100.0,
+                floor_mark(saturated),
                 thousands(x)
             )
         })
         .collect();
     format!(
-        "The same {} busy connections, with more and more idle ones beside them: {}.",
+        "The same {} busy connections, with more and more idle ones beside them: {}.{}",
         run.settings.busy_connections,
-        parts.join("; ")
+        parts.join("; "),
+        floor_note(floors)
     )
+}
+
+/// Marks a figure measured with the load generator saturated.
+fn floor_mark(saturated: bool) -> &'static str {
+    if saturated {
+        " (a floor)"
+    } else {
+        ""
+    }
+}
+
+/// Said after a sentence that quotes any such figure.
+fn floor_note(any: bool) -> &'static str {
+    if any {
+        " Figures marked (a floor) were measured with the load generator saturated: the \
+         server could have done more, so they are floors, and the server CPU per request \
+         is the figure to compare."
+    } else {
+        ""
+    }
 }
 
 pub fn idle_p99(run: &Run) -> String {
@@ -361,34 +455,65 @@ pub fn idle_p99(run: &Run) -> String {
             Some(format!("{} {:.2} → {:.2} ms", s.name, first.1, last.1))
         })
         .collect();
+    let quota = run
+        .settings
+        .server_cpu_quota
+        .as_ref()
+        .map_or(String::new(), |q| {
+            format!(
+            " Measured under the servers' CPU quota: a throttled server pauses up to {:.0} ms, \
+             so these tails hold throttling as well as the model's own work.",
+            q.longest_pause_ms()
+        )
+        });
     format!(
         "p99 latency of the busy connections from the fewest to the most idle ones each \
-         model held: {}.",
+         model held: {}.{quota}",
         parts.join(", ")
     )
 }
 
 pub fn idle_cpu_per_request(run: &Run) -> String {
-    let parts: Vec<String> = run
-        .series(Experiment::Idle, Point::cpu_us_per_request)
+    let parts = cpu_parts(run, Experiment::Idle);
+    format!(
+        "Server CPU time per answered request, the figure no load generator can cap, from 0 \
+         idle connections to the most each model held (an O(n) scan per wait shows up here \
+         first), and the requests per second one CPU could serve at that cost: {}.",
+        parts.join(", ")
+    )
+}
+
+pub fn active_cpu_per_request(run: &Run) -> String {
+    let parts = cpu_parts(run, Experiment::Active);
+    format!(
+        "Server CPU time per answered request, from the fewest active connections to the \
+         most, and what one CPU could serve at that cost: {}.",
+        parts.join(", ")
+    )
+}
+
+/// "MODEL A → B µs at X (capacity /s)" for each series of an experiment's CPU per request.
+fn cpu_parts(run: &Run, experiment: Experiment) -> Vec<String> {
+    run.series(experiment, Point::cpu_us_per_request)
         .iter()
         .filter_map(|s| {
             let first = s.values.first()?;
             let last = s.values.last()?;
             Some(format!(
-                "{} {:.1} → {:.1} µs at {}",
+                "{} {:.1} → {:.1} µs at {} ({}/s)",
                 s.name,
                 first.1,
                 last.1,
-                thousands(last.0)
+                thousands(last.0),
+                short(1e6 / last.1)
             ))
         })
-        .collect();
-    format!(
-        "Server CPU time per answered request, from 0 idle connections to the most each \
-         model held (an O(n) scan per wait shows up here first): {}.",
-        parts.join(", ")
-    )
+        .collect()
+}
+
+/// 123456 -> "123k": a capacity, rounded as it deserves.
+fn short(v: f64) -> String {
+    crate::charts::short_number((v / 1000.0).round() * 1000.0)
 }
 
 pub fn memory_per_connection(run: &Run) -> String {
@@ -408,38 +533,54 @@ pub fn memory_per_connection(run: &Run) -> String {
 }
 
 pub fn active_throughput(run: &Run) -> String {
+    let mut floors = false;
     let parts: Vec<String> = run
         .series(Experiment::Active, Point::rps)
         .iter()
         .filter_map(|s| {
             let best = s.values.iter().max_by(|a, b| a.1.total_cmp(&b.1))?;
             let last = s.values.last()?;
+            floors |= best.2 || last.2;
             Some(format!(
-                "{} peaks at {} req/s ({} connections) and gives {} at {}",
+                "{} peaks at {} req/s{} ({} connections) and gives {}{} at {}",
                 s.name,
                 thousands(best.1),
+                floor_mark(best.2),
                 thousands(best.0),
                 thousands(last.1),
+                floor_mark(last.2),
                 thousands(last.0)
             ))
         })
         .collect();
-    format!("Every connection busy: {}.", parts.join("; "))
+    format!(
+        "Every connection busy: {}.{}",
+        parts.join("; "),
+        floor_note(floors)
+    )
 }
 
 pub fn churn(run: &Run) -> String {
+    let mut floors = false;
     let parts: Vec<String> = run
         .series(Experiment::Churn, Point::rps)
         .iter()
         .filter_map(|s| {
             let best = s.values.iter().max_by(|a, b| a.1.total_cmp(&b.1))?;
-            Some(format!("{} {}", s.name, thousands(best.1)))
+            floors |= best.2;
+            Some(format!(
+                "{} {}{}",
+                s.name,
+                thousands(best.1),
+                floor_mark(best.2)
+            ))
         })
         .collect();
     format!(
         "New connections per second, each carrying one request (the best over the \
-         connection counts tried): {}.",
-        parts.join(", ")
+         connection counts tried): {}.{}",
+        parts.join(", "),
+        floor_note(floors)
     )
 }
 
@@ -484,18 +625,23 @@ pub fn wait_cost(run: &Run) -> String {
     }
 }
 
-/// (largest x held, throughput there / throughput at x = 0).
-fn keep(s: &Series) -> Option<(f64, f64)> {
-    let base = s.values.iter().find(|v| v.0 == 0.0)?.1;
+/// (largest x held, throughput there / throughput at x = 0, either was a floor).
+fn keep(s: &Series) -> Option<(f64, f64, bool)> {
+    let base = s.values.iter().find(|v| v.0 == 0.0)?;
     let last = s.values.last()?;
-    (last.0 > 0.0 && base > 0.0).then(|| (last.0, last.1 / base))
+    (last.0 > 0.0 && base.1 > 0.0).then(|| (last.0, last.1 / base.1, base.2 || last.2))
 }
 
 /// The comparison printed at the end of `bench`: one table per experiment.
 pub fn terminal(run: &Run) -> String {
     let mut out = String::new();
-    for facts in EXPERIMENTS {
-        let (xs, rows) = grid(run, facts.experiment, None);
+    let figures = EXPERIMENTS.iter().flat_map(|facts| {
+        let cpu = facts.cpu_leads.then_some((facts, Figure::CPU));
+        cpu.into_iter()
+            .chain(std::iter::once((facts, Figure::of(facts.experiment))))
+    });
+    for (facts, figure) in figures {
+        let (xs, rows) = grid(run, facts.experiment, &figure, None);
         if rows.is_empty() {
             continue;
         }
@@ -503,7 +649,7 @@ pub fn terminal(run: &Run) -> String {
         table.load_style(UTF8_FULL_CONDENSED);
         let mut header = vec![format!(
             "{}: {} \\ {}",
-            facts.name, facts.y_name, facts.x_name
+            facts.name, figure.name, facts.x_name
         )];
         header.extend(xs.iter().map(|x| thousands(*x)));
         table.set_header(header);
