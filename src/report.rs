@@ -158,6 +158,8 @@ fn shown(name: &str, only: Option<&[&str]>) -> bool {
 /// What a table shows: its name, the y of a point, and how a value is written.
 struct Figure {
     name: &'static str,
+    /// Its name in a terminal table's corner.
+    short: &'static str,
     y: fn(&Point) -> Option<f64>,
     cell: fn(f64) -> String,
     /// A saturated load generator makes it a floor (starred); CPU per request is not.
@@ -170,6 +172,7 @@ impl Figure {
         let facts = experiment.facts();
         Figure {
             name: facts.y_name,
+            short: facts.y_name,
             y: facts.y,
             cell: thousands,
             floors: true,
@@ -180,6 +183,7 @@ impl Figure {
     const CPU: Figure = Figure {
         name: "server CPU µs per request (user + sys), and the requests per second one CPU \
                could serve at that cost",
+        short: "server CPU µs per request (one CPU's capacity)",
         y: Point::cpu_us_per_request,
         cell: |v| format!("{v:.1} ({}/s)", short(1e6 / v)),
         floors: false,
@@ -649,7 +653,7 @@ pub fn terminal(run: &Run) -> String {
         table.load_style(UTF8_FULL_CONDENSED);
         let mut header = vec![format!(
             "{}: {} \\ {}",
-            facts.name, figure.name, facts.x_name
+            facts.name, figure.short, facts.x_name
         )];
         header.extend(xs.iter().map(|x| thousands(*x)));
         table.set_header(header);

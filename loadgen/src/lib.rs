@@ -33,6 +33,8 @@ use engine::{Plan, Shared, Start};
 pub trait Progress: Sync {
     /// Ramping up: `established` of `total` connections.
     fn ramp(&self, established: u64, failed: u64, total: u64);
+    /// The ramp is over: every connection is open, and the warm-up begins now.
+    fn started(&self) {}
     /// Running: `elapsed` since the start (warm-up included), answers and errors so far.
     fn running(&self, elapsed: Duration, completed: u64, errors: u64);
     /// The measured window opens (warm-up is over): a caller snapshots the server here.
@@ -113,6 +115,7 @@ pub fn run(config: &Config, progress: &dyn Progress) -> Result<Report, String> {
         *shared.start.lock().unwrap() = if go { Start::At(start) } else { Start::Abort };
         shared.go.notify_all();
         if go {
+            progress.started();
             let window = Window::after(start, config.warmup, config.duration);
             let (opens, end) = (window.from, window.end);
             let mut opened = false;

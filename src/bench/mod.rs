@@ -349,8 +349,13 @@ fn measure(ctx: &Context, job: &Job) -> Point {
         job: job.describe(ctx.plan.repeats),
         server: &server,
         edges: Mutex::new([None, None]),
+        quota: ctx.quota.as_ref(),
     };
     let result = loadgen::run(&config, &sampler);
+    if let Some(quota) = &ctx.quota {
+        // Whole CPUs again, for the server's stop and the next server's ramp.
+        let _ = quota.lift();
+    }
     let edges = sampler.edges.into_inner().unwrap();
     let alive = server.check_alive();
 
@@ -439,6 +444,8 @@ struct Sampler<'a> {
     job: String,
     server: &'a Server,
     edges: Mutex<[Option<Edge>; 2]>,
+    /// Limits the server from the end of the ramp.
+    quota: Option<&'a CpuQuota>,
 }
 
 impl Sampler<'_> {
@@ -469,6 +476,15 @@ impl loadgen::Progress for Sampler<'_> {
             self.job,
             elapsed.as_secs_f64()
         ));
+    }
+
+    fn started(&self) {
+        if let Some(quota) = self.quota {
+            if let Err(e) = quota.limit() {
+                self.bar
+                    .println(format!("iomodels: the CPU quota failed: {e}"));
+            }
+        }
     }
 
     fn window_opened(&self) {

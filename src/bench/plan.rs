@@ -24,7 +24,7 @@ impl Profile {
     pub(super) fn plan(self) -> Plan {
         match self {
             Profile::Quick => Plan {
-                warmup: Duration::from_millis(500),
+                warmup: Duration::from_millis(300),
                 window: Duration::from_millis(1500),
                 repeats: 1,
                 busy: 10,

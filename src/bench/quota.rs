@@ -5,9 +5,11 @@
 //! The servers run in a cgroup of their own with the CFS bandwidth controller: `share`
 //! of one CPU in every `period` (cgroup v1 `cpu.cfs_quota_us` of `cpu.cfs_period_us`,
 //! or v2 `cpu.max`). Each server joins it between fork and exec, so that every process
-//! it starts (nginx's workers) is in it too. Throughput and CPU per request come out
-//! as the server's; latency does not: a throttled server sleeps out the rest of each
-//! period, and that pause shows in the tail.
+//! it starts (nginx's workers) is in it too. The quota holds from the end of the ramp
+//! (warm-up and window) and is lifted after: opening ten thousand connections to an O(n)
+//! model is no part of the measurement, and at half speed it took most of the run.
+//! Throughput and CPU per request come out as the server's; latency does not: a
+//! throttled server sleeps out the rest of each period, and that pause shows in the tail.
 
 use std::ffi::{CStr, CString};
 use std::os::unix::ffi::OsStrExt;
@@ -36,6 +38,10 @@ impl QuotaSetting {
 /// The cgroup the servers run in; removed when dropped (once its servers are gone).
 pub struct CpuQuota {
     dir: PathBuf,
+    /// The file that limits, and what it holds when limiting and when not.
+    limit_file: PathBuf,
+    limited: String,
+    unlimited: String,
     /// `cgroup.procs` of `dir`, ready for the child to write itself into (no allocation
     /// may happen between fork and exec).
     procs: CString,
@@ -57,14 +63,14 @@ impl CpuQuota {
         let quota_us = ((period_us as f64) * share).round() as u64;
         let name = format!("iomodels-bench-{}", std::process::id());
         let v1 = Path::new(V1);
-        let (dir, how) = if v1.join("cpu.cfs_quota_us").exists() {
+        let (dir, how, limit_file, limited, unlimited) = if v1.join("cpu.cfs_quota_us").exists() {
             let dir = v1.join(&name);
             make(&dir)?;
             write(&dir.join("cpu.cfs_period_us"), &period_us.to_string())?;
-            write(&dir.join("cpu.cfs_quota_us"), &quota_us.to_string())?;
             let how =
                 format!("cgroup v1 cpu.cfs_quota_us {quota_us} / cpu.cfs_period_us {period_us}");
-            (dir, how)
+            let file = dir.join("cpu.cfs_quota_us");
+            (dir, how, file, quota_us.to_string(), "-1".to_string())
         } else {
             let root = V2
                 .iter()
@@ -78,13 +84,24 @@ impl CpuQuota {
             let _ = std::fs::write(root.join("cgroup.subtree_control"), "+cpu");
             let dir = root.join(&name);
             make(&dir)?;
-            write(&dir.join("cpu.max"), &format!("{quota_us} {period_us}"))?;
-            (dir, format!("cgroup v2 cpu.max \"{quota_us} {period_us}\""))
+            let how = format!("cgroup v2 cpu.max \"{quota_us} {period_us}\"");
+            let file = dir.join("cpu.max");
+            let (on, off) = (
+                format!("{quota_us} {period_us}"),
+                format!("max {period_us}"),
+            );
+            (dir, how, file, on, off)
         };
+        // Limiting works now, or the run hears why before it starts.
+        write(&limit_file, &limited)?;
+        write(&limit_file, &unlimited)?;
         let procs = CString::new(dir.join("cgroup.procs").as_os_str().as_bytes())
             .map_err(|e| e.to_string())?;
         Ok(CpuQuota {
             dir,
+            limit_file,
+            limited,
+            unlimited,
             procs,
             setting: QuotaSetting {
                 share,
@@ -92,6 +109,16 @@ impl CpuQuota {
                 how,
             },
         })
+    }
+
+    /// Hold the servers in the cgroup to their share, from now on.
+    pub fn limit(&self) -> Result<(), String> {
+        write(&self.limit_file, &self.limited)
+    }
+
+    /// Give them whole CPUs again.
+    pub fn lift(&self) -> Result<(), String> {
+        write(&self.limit_file, &self.unlimited)
     }
 
     /// The `cgroup.procs` file a child writes itself into ([`join`]).
