@@ -41,24 +41,23 @@ fn run_json_reads_back_unchanged() {
     assert_eq!(read(&dir), read(&fixture()));
 }
 
-/// The committed reference run was written with schema 1, when a limit was one string:
-/// it still loads, each limit taken apart into the suite's words and the server's.
+/// A run written with schema 1, when a limit was one string (cut down from the reference
+/// run of that time): it still loads, each limit taken apart into the suite's words and
+/// the server's.
 #[test]
 fn a_schema_1_run_still_loads_with_its_limits_taken_apart() {
-    let reference = Path::new(env!("CARGO_MANIFEST_DIR")).join("results/reference");
-    let text = std::fs::read_to_string(reference.join("run.json")).unwrap();
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/schema-1");
+    let text = std::fs::read_to_string(dir.join("run.json")).unwrap();
     let json: serde_json::Value = serde_json::from_str(&text).unwrap();
-    let run = Run::load(&reference).unwrap();
+    assert_eq!(json["schema_version"], 1);
+    let run = Run::load(&dir).unwrap();
     assert_eq!(run.points.len(), json["points"].as_array().unwrap().len());
-    if json["schema_version"] != 1 {
-        return; // re-run since: nothing of schema 1 left to read
-    }
     let select = run
         .points
         .iter()
         .filter(|p| p.experiment == Experiment::Idle && p.model == "select")
         .find_map(|p| p.limit.as_ref())
-        .expect("select meets FD_SETSIZE in the reference run");
+        .expect("select meets FD_SETSIZE in that run");
     assert!(select.why.starts_with("held "), "{select:?}");
     let said = select.server_said.as_deref().unwrap_or_default();
     assert!(said.contains("FD_SETSIZE"), "{select:?}");
@@ -198,6 +197,19 @@ fn plot_says_why_when_there_is_no_run() {
         err.contains("run.json") && err.contains("cannot read"),
         "{err}"
     );
+}
+
+#[test]
+fn bench_refuses_a_cpu_share_that_is_none() {
+    for share in ["0", "1.5", "half"] {
+        let out = Command::new(env!("CARGO_BIN_EXE_iomodels"))
+            .args(["bench", "--server-cpu", share])
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{share} was taken");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("--server-cpu"), "{share}: {err}");
+    }
 }
 
 #[test]

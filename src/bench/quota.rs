@@ -66,7 +66,10 @@ impl CpuQuota {
         let (dir, how, limit_file, limited, unlimited) = if v1.join("cpu.cfs_quota_us").exists() {
             let dir = v1.join(&name);
             make(&dir)?;
-            write(&dir.join("cpu.cfs_period_us"), &period_us.to_string())?;
+            if let Err(e) = write(&dir.join("cpu.cfs_period_us"), &period_us.to_string()) {
+                let _ = std::fs::remove_dir(&dir);
+                return Err(e);
+            }
             let how =
                 format!("cgroup v1 cpu.cfs_quota_us {quota_us} / cpu.cfs_period_us {period_us}");
             let file = dir.join("cpu.cfs_quota_us");
@@ -92,9 +95,12 @@ impl CpuQuota {
             );
             (dir, how, file, on, off)
         };
-        // Limiting works now, or the run hears why before it starts.
-        write(&limit_file, &limited)?;
-        write(&limit_file, &unlimited)?;
+        // Limiting works now, or the run hears why before it starts (and the cgroup goes).
+        let works = write(&limit_file, &limited).and_then(|()| write(&limit_file, &unlimited));
+        if let Err(e) = works {
+            let _ = std::fs::remove_dir(&dir);
+            return Err(e);
+        }
         let procs = CString::new(dir.join("cgroup.procs").as_os_str().as_bytes())
             .map_err(|e| e.to_string())?;
         Ok(CpuQuota {
