@@ -363,7 +363,7 @@ pub fn run_work(work: Work) {
 }
 
 /// What [`Acceptor::accept`] found.
-pub enum Accepted {
+enum Accepted {
     Conn(Conn),
     /// A connection was taken off the queue and closed at once (out of descriptors).
     Refused,
@@ -404,7 +404,7 @@ impl Acceptor {
         })
     }
 
-    pub fn accept(&mut self, listener: &TcpListener, proto: Proto, stats: &Stats) -> Accepted {
+    fn accept(&mut self, listener: &TcpListener, proto: Proto, stats: &Stats) -> Accepted {
         loop {
             let accepted = {
                 let _shared = SHEDDING.read().unwrap_or_else(|e| e.into_inner());
