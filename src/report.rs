@@ -515,9 +515,14 @@ fn cpu_parts(run: &Run, experiment: Experiment) -> Vec<String> {
         .collect()
 }
 
-/// 123456 -> "123k": a capacity, rounded as it deserves.
+/// 123456 -> "123k": a capacity, rounded as it deserves. A window with no CPU time
+/// measured (below /proc's 10 ms tick) has no capacity to speak of: "–", not "infM".
 fn short(v: f64) -> String {
-    crate::charts::short_number((v / 1000.0).round() * 1000.0)
+    if v.is_finite() {
+        crate::charts::short_number((v / 1000.0).round() * 1000.0)
+    } else {
+        "–".into()
+    }
 }
 
 pub fn memory_per_connection(run: &Run) -> String {
