@@ -190,6 +190,43 @@ struct ServeArgs {
     /// receive per submission into each connection's own buffer.
     #[arg(long, value_enum, default_value_t = UringModeArg::Multishot)]
     uring_mode: UringModeArg,
+    /// A request whose header is not complete this long after it began (on a new
+    /// connection: after the accept) is answered 408 and closed: a duration (10s,
+    /// 500ms) or `off`.
+    #[arg(long, default_value = "10s", value_parser = parse_timeout)]
+    header_timeout: TimeoutArg,
+    /// A keep-alive connection with no request in flight this long is closed: a
+    /// duration or `off`.
+    #[arg(long, default_value = "60s", value_parser = parse_timeout)]
+    idle_timeout: TimeoutArg,
+    /// Open connections at most; a newcomer past it closes the longest-idle keep-alive
+    /// connection, or gets a 503 [default: the descriptor limit, less a reserve].
+    #[arg(long)]
+    max_connections: Option<std::num::NonZeroUsize>,
+    /// `thread-pool` only: read each request's header without blocking on the main
+    /// thread, and hand a worker only a complete request (so slow clients hold no
+    /// worker).
+    #[arg(long)]
+    buffer_headers: bool,
+}
+
+/// `--header-timeout` and `--idle-timeout`: a duration, or `off`.
+#[derive(Clone, Copy, Debug)]
+struct TimeoutArg(Option<Duration>);
+
+fn parse_timeout(text: &str) -> Result<TimeoutArg, String> {
+    if text == "off" {
+        return Ok(TimeoutArg(None));
+    }
+    match humantime::parse_duration(text) {
+        Ok(d) if d.is_zero() => Err("a zero timeout would close every connection at once; \
+             to have none, say `off`"
+            .into()),
+        Ok(d) => Ok(TimeoutArg(Some(d))),
+        Err(e) => Err(format!(
+            "{e}: give a duration such as 10s or 500ms, or `off`"
+        )),
+    }
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -251,19 +288,29 @@ fn serve(args: ServeArgs) -> Result<(), String> {
             UringModeArg::Multishot => UringMode::Multishot,
             UringModeArg::Basic => UringMode::Basic,
         },
+        header_timeout: args.header_timeout.0,
+        idle_timeout: args.idle_timeout.0,
+        max_connections: usize::MAX,
+        buffer_headers: args.buffer_headers,
     };
     (model.available)().map_err(|e| format!("{} cannot run here: {e}", model.name))?;
     let limit = servers::raise_fd_limit()
         .map_err(|e| format!("cannot read or raise the descriptor limit: {e}"))?;
+    let mut config = config;
+    config.max_connections = args.max_connections.map_or_else(
+        || servers::default_max_connections(limit),
+        std::num::NonZeroUsize::get,
+    );
     let addr = SocketAddr::new(args.bind, args.port);
     let listener = servers::listen(addr, config.backlog, model.reuse_port)
         .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
     let local = listener.local_addr().map_err(|e| e.to_string())?;
-    let proto = config.proto.name();
+    let (proto, max) = (config.proto.name(), config.max_connections);
     let listening = || {
         eprintln!(
-            "iomodels: {} listening on {local} ({proto}, fd limit {limit})",
-            model.name
+            "iomodels: {} listening on {local} ({proto}, fd limit {limit}, at most {} \
+             connections)",
+            model.name, max
         );
     };
     servers::run(model, listener, config, listening)

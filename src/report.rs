@@ -73,6 +73,16 @@ pub fn machine_md(run: &Run) -> String {
             },
         ),
         (
+            "server timeouts",
+            match &run.settings.server_timeouts {
+                Some(t) => format!(
+                    "header {}, idle {} (no idle connection is closed during a run)",
+                    t.header, t.idle
+                ),
+                None => "none: the servers had no timeouts then".into(),
+            },
+        ),
+        (
             "windows",
             format!(
                 "{} s warm-up, {} s measured, {} repeat(s) (medians shown); {} load thread(s)",

@@ -74,6 +74,38 @@ pub struct Settings {
     /// the limit; absent: the servers had whole CPUs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub server_cpu_quota: Option<QuotaSetting>,
+    /// The timeouts every model of ours was started with (`--header-timeout`,
+    /// `--idle-timeout`), so that no idle connection of the idle experiment is closed
+    /// by one; absent in runs from before the servers had timeouts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_timeouts: Option<ServerTimeouts>,
+}
+
+/// A server's timeouts as given on its command line: a duration, or `off`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ServerTimeouts {
+    pub header: String,
+    pub idle: String,
+}
+
+impl ServerTimeouts {
+    /// What the suite starts each model with: headers come whole at once here, and an
+    /// idle connection must stay open for the whole run.
+    pub fn suite() -> ServerTimeouts {
+        ServerTimeouts {
+            header: "10s".into(),
+            idle: "off".into(),
+        }
+    }
+
+    pub fn args(&self) -> [String; 4] {
+        [
+            "--header-timeout".into(),
+            self.header.clone(),
+            "--idle-timeout".into(),
+            self.idle.clone(),
+        ]
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

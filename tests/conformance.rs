@@ -605,9 +605,6 @@ fn echo_is_byte_exact(model: &'static str) {
 
 fn sigterm_exits_0_with_counters(model: &'static str) {
     let server = Server::start(model, &[]);
-    // Past its setup and into its loop (a model may serve what is already queued at
-    // setup, before it ever waits): then its wait calls must show in the counters.
-    server.counters_until("never waited", |c| c.wait_calls > 0);
     let mut client = server.connect();
     client.get("/");
     client.get("/bytes/10");
@@ -633,14 +630,24 @@ fn sigterm_exits_0_with_counters(model: &'static str) {
     );
 }
 
-/// Out of descriptors: accept fails with EMFILE. The server must refuse what it cannot
-/// hold, not spin or crash, and serve again once descriptors are free.
+/// Out of descriptors (the cap set above the descriptor limit), with every connection
+/// mid-request so that none may be closed to make room: accept fails with EMFILE. The
+/// server must refuse what it cannot hold, not spin or crash, and serve again once
+/// descriptors are free.
 fn emfile_refuses_and_recovers(model: &'static str) {
-    let server = Server::start_with(model, &[], &[(Resource::RLIMIT_NOFILE, 48)]);
+    let server = Server::start_with(
+        model,
+        &["--max-connections", "1000"],
+        &[(Resource::RLIMIT_NOFILE, 48)],
+    );
     let mut clients: Vec<Client> = (0..80).map(|_| server.connect()).collect();
+    for client in &mut clients {
+        client.send(b"GET / HTTP/1.1\r\n");
+    }
     let (mut answered, mut refused) = (0, 0);
     for client in &mut clients {
-        client.send(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n");
+        // A refused client may find its socket reset before it finishes the request.
+        let _ = client.stream.write_all(b"Host: t\r\n\r\n");
         match client.answer_or_refusal(model) {
             Some(_) => answered += 1,
             None => refused += 1,
@@ -655,6 +662,161 @@ fn emfile_refuses_and_recovers(model: &'static str) {
     assert!(server.logged("EMFILE"), "{model}: EMFILE not reported");
     let counters = server.stop_for_counters();
     assert!(counters.refused >= 20, "{model}: {counters:?}");
+}
+
+/// A header that does not come whole in time is answered 408 and closed, however the
+/// client trickles it: bytes after the first do not restart the clock (slowloris).
+fn header_timeout_answers_408_then_closes(model: &'static str) {
+    let server = Server::start(model, &["--header-timeout", "1s"]);
+    let mut client = server.connect();
+    let began = Instant::now();
+    client.send(b"GET / HTTP/1.1\r\nHost: t\r\n");
+    // A byte every 300 ms: were each to restart the clock, no 408 would ever come.
+    let stream = client.stream.try_clone().unwrap();
+    let trickle = thread::spawn(move || {
+        for _ in 0..10 {
+            thread::sleep(Duration::from_millis(300));
+            if (&stream).write_all(b"X").is_err() {
+                break;
+            }
+        }
+    });
+    let resp = client.response().expect("a 408");
+    let took = began.elapsed();
+    assert_eq!(resp.status, 408, "{model}: {resp:?}");
+    assert_eq!(resp.connection, "close", "{model}");
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(3),
+        "{model}: 408 after {took:?} with a 1 s header timeout"
+    );
+    client.assert_closed(model);
+    trickle.join().unwrap();
+    let counters = server.stop_for_counters();
+    assert_eq!(counters.header_timeouts, 1, "{model}: {counters:?}");
+}
+
+/// A keep-alive connection with no request in flight is closed, silently, once idle for
+/// the idle timeout; one that keeps asking is not.
+fn idle_timeout_closes_silently(model: &'static str) {
+    let server = Server::start(model, &["--idle-timeout", "1s"]);
+    let mut idle = server.connect();
+    let mut busy = server.connect();
+    assert_eq!(idle.get("/").status, 200);
+    let began = Instant::now();
+    // Busy asks every 300 ms for 1.5 s: each answer restarts its idle clock.
+    for _ in 0..5 {
+        assert_eq!(
+            busy.get("/").status,
+            200,
+            "{model}: a busy connection was closed"
+        );
+        thread::sleep(Duration::from_millis(300));
+    }
+    idle.assert_closed(model);
+    let took = began.elapsed();
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(4),
+        "{model}: closed after {took:?} with a 1 s idle timeout"
+    );
+    assert!(
+        idle.buf.is_empty(),
+        "{model}: said something on an idle close"
+    );
+    let counters = server.stop_for_counters();
+    assert!(counters.idle_timeouts >= 1, "{model}: {counters:?}");
+}
+
+/// At the cap, a newcomer is admitted by closing the longest-idle keep-alive connection.
+fn idle_connection_evicted_for_a_newcomer_at_the_cap(model: &'static str) {
+    let server = Server::start(model, &with_one_loop(model, &["--max-connections", "3"]));
+    let mut clients: Vec<Client> = (0..3).map(|_| server.connect()).collect();
+    for client in &mut clients {
+        assert_eq!(client.get("/").status, 200, "{model}");
+        // Distinct idle times: the first is idle the longest.
+        thread::sleep(Duration::from_millis(20));
+    }
+    let mut newcomer = server.connect();
+    assert_eq!(
+        newcomer.get("/").status,
+        200,
+        "{model}: newcomer not served"
+    );
+    clients[0].assert_closed(model);
+    assert_eq!(
+        clients[2].get("/").status,
+        200,
+        "{model}: a later one was closed"
+    );
+    let counters = server.stop_for_counters();
+    assert!(counters.overload_evictions >= 1, "{model}: {counters:?}");
+    assert_eq!(counters.refused, 0, "{model}: {counters:?}");
+}
+
+/// A connection with a request in progress is never closed to make room: at the cap
+/// with none idle, the newcomer is turned away instead.
+fn mid_request_never_evicted(model: &'static str) {
+    let server = Server::start(model, &with_one_loop(model, &["--max-connections", "2"]));
+    let mut partial = server.connect();
+    partial.send(b"GET / HTTP/1.1\r\n");
+    let mut idle = server.connect();
+    assert_eq!(idle.get("/").status, 200);
+    // At the cap: the idle one makes room, not the one mid-request.
+    let mut newcomer = server.connect();
+    newcomer.send(b"GET / HTTP/1.1\r\n");
+    idle.assert_closed(model);
+    // Both mid-request now: a third is turned away.
+    let mut turned_away = server.connect();
+    let _ = turned_away
+        .stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert!(
+        turned_away.answer_or_refusal(model).is_none(),
+        "{model}: served past the cap with none idle"
+    );
+    partial.send(b"Host: t\r\n\r\n");
+    assert_eq!(
+        partial.response().expect("an answer").status,
+        200,
+        "{model}"
+    );
+    newcomer.send(b"Host: t\r\n\r\n");
+    assert_eq!(
+        newcomer.response().expect("an answer").status,
+        200,
+        "{model}"
+    );
+    let counters = server.stop_for_counters();
+    assert_eq!(counters.overload_evictions, 1, "{model}: {counters:?}");
+}
+
+/// `epoll-mt` closes only the idle connections of the loop the newcomer landed on (as
+/// each nginx worker reuses only its own): one loop, to say which connection goes.
+fn with_one_loop(model: &str, args: &[&'static str]) -> Vec<&'static str> {
+    let mut args = args.to_vec();
+    if model == "epoll-mt" {
+        args.extend(["--threads", "1"]);
+    }
+    args
+}
+
+/// An idle server sleeps: a stop request comes through a waker, deadlines through the
+/// wait's timeout, so with nothing to do it makes at most one wait call a second
+/// (busy-poll, which never waits, makes a great many: its lesson).
+fn idle_server_sleeps(model: &'static str) {
+    let server = Server::start(model, &[]);
+    // Past its setup and into its loop, with a connection come and gone.
+    let mut client = server.connect();
+    assert_eq!(client.get("/").status, 200);
+    drop(client);
+    server.counters_until("the connection never closed", |c| c.open == 0);
+    let before = server.snapshot();
+    thread::sleep(Duration::from_secs(1));
+    let waits = server.snapshot().wait_calls - before.wait_calls;
+    if model == "busy-poll" {
+        assert!(waits > 1000, "{model}: only {waits} turns in a second");
+    } else {
+        assert!(waits <= 1, "{model}: {waits} wait calls in an idle second");
+    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -699,6 +861,11 @@ macro_rules! conformance {
                     echo_is_byte_exact,
                     sigterm_exits_0_with_counters,
                     emfile_refuses_and_recovers,
+                    header_timeout_answers_408_then_closes,
+                    idle_timeout_closes_silently,
+                    idle_connection_evicted_for_a_newcomer_at_the_cap,
+                    mid_request_never_evicted,
+                    idle_server_sleeps,
                 );
             }
         )*

@@ -7,18 +7,19 @@
 
 use std::cell::RefCell;
 use std::fs::File;
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, FromRawFd, RawFd};
 use std::sync::RwLock;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use nix::errno::Errno;
 use nix::sys::socket::{accept4, recv, MsgFlags, SockFlag};
 
-use crate::handler::{service_unavailable, Handler, Proto, Step, Work};
+use crate::handler::{request_timeout, service_unavailable, Handler, Proto, Step, Work};
 use crate::server::Server;
 use crate::stats::Stats;
+use crate::timers::{Evicted, Timeout};
 
 /// A connection holds at most this much unconsumed input. When it is full (the handler
 /// stopped consuming because the client does not read its answers), the connection stops
@@ -102,6 +103,8 @@ pub struct Conn {
     /// no longer means the socket is empty, for the EOF waits behind the data.
     pub hangup: bool,
     work: Pending,
+    /// Answers written in full: a new one starts a new clock ([`Conn::timeout`]).
+    served: u64,
 }
 
 impl Conn {
@@ -119,6 +122,7 @@ impl Conn {
             offload: false,
             hangup: false,
             work: Pending::None,
+            served: 0,
         }
     }
 
@@ -157,6 +161,44 @@ impl Conn {
         self.input.len()
     }
 
+    /// The clock this connection waits on ([`crate::timers`]): the header's while a
+    /// request is incomplete (or nothing has come since the accept), the idle one between
+    /// requests, none while it is answered (output pending, blocking work running) or
+    /// closing.
+    pub fn timeout(&self) -> Option<Timeout> {
+        let answering = self.wants_write() || self.work != Pending::None;
+        if self.failed || self.closing || self.eof || answering {
+            None
+        } else if self.input.is_empty() && self.served > 0 {
+            Some(Timeout::Idle)
+        } else {
+            Some(Timeout::Header)
+        }
+    }
+
+    /// Answers written in full so far.
+    pub fn served(&self) -> u64 {
+        self.served
+    }
+
+    /// The server ends this connection: its clock ran out, or a newcomer needs its
+    /// room. Counted by cause; a request cut short by the header timeout is answered 408
+    /// first (one write: nothing else is pending). The model then closes it as any
+    /// finished connection ([`Conn::is_done`]).
+    pub fn evict(&mut self, why: Evicted, stats: &Stats) {
+        let counter = match why {
+            Evicted::HeaderTimeout => &stats.header_timeouts,
+            Evicted::IdleTimeout => &stats.idle_timeouts,
+            Evicted::Overload => &stats.overload_evictions,
+        };
+        Stats::add(counter, 1);
+        if why == Evicted::HeaderTimeout && !self.input.is_empty() {
+            stats.write_call();
+            let _ = (&self.stream).write(&request_timeout(self.handler.proto()));
+        }
+        self.closing = true;
+    }
+
     /// With [`Conn::offload`]: the blocking work the handler asked for, once. The
     /// connection waits (no reading, its answer held) until [`Conn::finish_work`].
     pub fn start_work(&mut self) -> Option<Work> {
@@ -178,15 +220,26 @@ impl Conn {
         }
     }
 
+    /// [`Conn::read`] that never waits, though the socket blocks (MSG_DONTWAIT): for
+    /// `thread-pool --buffer-headers`, whose main thread reads what has come.
+    pub fn read_nowait(&mut self, stats: &Stats) -> Io {
+        self.recv(stats, MsgFlags::MSG_DONTWAIT)
+    }
+
     // ANCHOR: read
-    /// One read(2), then let the handler answer what arrived.
+    /// One read (recv(2), as `read` on a socket), then let the handler answer what
+    /// arrived.
     pub fn read(&mut self, stats: &Stats) -> Io {
+        self.recv(stats, MsgFlags::empty())
+    }
+
+    fn recv(&mut self, stats: &Stats, flags: MsgFlags) -> Io {
         let asked = (INPUT_LIMIT - self.input.len()).min(READ_CHUNK);
         let got = SCRATCH.with(|scratch| {
             let mut scratch = scratch.borrow_mut();
             let buf = &mut scratch[..asked];
             stats.read_call();
-            let got = (&self.stream).read(buf);
+            let got = recv(self.fd(), buf, flags).map_err(io::Error::from);
             if let Ok(n) = got {
                 self.input.extend_from_slice(&buf[..n]);
             }
@@ -282,6 +335,7 @@ impl Conn {
         if self.sent == self.output.len() {
             self.output.clear();
             self.sent = 0;
+            self.served += 1;
             self.process(stats);
         }
     }
@@ -365,10 +419,46 @@ pub fn run_work(work: Work) {
 /// What [`Acceptor::accept`] found.
 enum Accepted {
     Conn(Conn),
+    /// accept failed with EMFILE or ENFILE: the connection is still queued.
+    OutOfDescriptors,
     /// A connection was taken off the queue and closed at once (out of descriptors).
     Refused,
     /// No connection is waiting.
     WouldBlock,
+}
+
+/// A connection off the listen queue, as [`Acceptor::incoming`] gives it.
+pub enum Newcomer {
+    /// There is room for it.
+    Room(Conn),
+    /// Past `--max-connections` (the connection, accepted), or out of descriptors
+    /// (None: still queued). Room is made by closing the longest-idle keep-alive
+    /// connection; see [`Newcomer::admit`].
+    Crowded(Option<Conn>),
+}
+
+impl Newcomer {
+    /// The connection to serve. A crowded one first asks `make_room` to close the
+    /// longest-idle connection (it returns false when none is idle): with room made, the
+    /// accepted newcomer is served (a queued one is accepted on the next call into its
+    /// descriptor); with none, an accepted newcomer is answered 503 and closed, and a
+    /// queued one is turned away by the next call ([`Acceptor`]'s spare descriptor).
+    pub fn admit(self, make_room: impl FnOnce() -> bool, stats: &Stats) -> Option<Conn> {
+        match self {
+            Newcomer::Room(conn) => Some(conn),
+            Newcomer::Crowded(newcomer) => {
+                let room = make_room();
+                match newcomer {
+                    Some(conn) if room => Some(conn),
+                    Some(conn) => {
+                        conn.refuse(stats);
+                        None
+                    }
+                    None => None,
+                }
+            }
+        }
+    }
 }
 
 /// accept4(2) with the trap of EMFILE handled.
@@ -423,7 +513,7 @@ impl Acceptor {
                 Err(Errno::EAGAIN) => return Accepted::WouldBlock,
                 // The client gave up while queued, or a signal came: try the next one.
                 Err(Errno::EINTR | Errno::ECONNABORTED | Errno::EPROTO) => continue,
-                Err(Errno::EMFILE | Errno::ENFILE) => return self.shed(listener, stats),
+                Err(Errno::EMFILE | Errno::ENFILE) => return Accepted::OutOfDescriptors,
                 Err(e) => {
                     eprintln!("iomodels: accept failed: {e}; retrying on the next wake-up");
                     return Accepted::WouldBlock;
@@ -433,8 +523,9 @@ impl Acceptor {
     }
 
     /// Every connection waiting on the listen queue, until accept would block: the loop
-    /// a model runs when its listener is readable. Connections refused on the way (out of
-    /// descriptors) are counted and skipped.
+    /// a model runs when its listener is readable. Out of descriptors, it says so once
+    /// ([`Newcomer::Crowded`]`(None)`); if accept fails again, the newcomer is turned away
+    /// with the spare descriptor, counted, and skipped.
     pub fn incoming<'a>(
         &'a mut self,
         listener: &'a TcpListener,
@@ -444,6 +535,7 @@ impl Acceptor {
             acceptor: self,
             listener,
             server,
+            starved: false,
         }
     }
 
@@ -482,22 +574,39 @@ pub struct Incoming<'a> {
     acceptor: &'a mut Acceptor,
     listener: &'a TcpListener,
     server: &'a Server,
+    /// EMFILE was reported and room was to be made: a second EMFILE sheds.
+    starved: bool,
 }
 
 impl Iterator for Incoming<'_> {
-    type Item = Conn;
+    type Item = Newcomer;
 
-    fn next(&mut self) -> Option<Conn> {
+    fn next(&mut self) -> Option<Newcomer> {
         let Server { config, stats, .. } = self.server;
         loop {
             match self.acceptor.accept(self.listener, config.proto, stats) {
-                Accepted::Conn(conn) => return Some(conn),
+                Accepted::Conn(conn) => {
+                    self.starved = false;
+                    // Counted as accepted already: past the cap when open exceeds it.
+                    if stats.open() > config.max_connections as u64 {
+                        return Some(Newcomer::Crowded(Some(conn)));
+                    }
+                    return Some(Newcomer::Room(conn));
+                }
+                Accepted::OutOfDescriptors if !self.starved => {
+                    self.starved = true;
+                    return Some(Newcomer::Crowded(None));
+                }
+                Accepted::OutOfDescriptors => {
+                    self.starved = false;
+                    match self.acceptor.shed(self.listener, stats) {
+                        Accepted::WouldBlock => return None,
+                        _ => continue,
+                    }
+                }
                 Accepted::Refused => continue,
                 Accepted::WouldBlock => return None,
             }
         }
     }
 }
-
-/// How long a waiting model sleeps at most before it looks at the stop flag.
-pub const WAIT_TIMEOUT: Duration = Duration::from_millis(100);

@@ -370,6 +370,7 @@ fn reason(status: u16) -> &'static str {
         400 => "Bad Request",
         404 => "Not Found",
         405 => "Method Not Allowed",
+        408 => "Request Timeout",
         431 => "Request Header Fields Too Large",
         501 => "Not Implemented",
         503 => "Service Unavailable",
@@ -383,6 +384,16 @@ pub fn service_unavailable(proto: Proto) -> Vec<u8> {
     let mut out = Vec::new();
     if proto == Proto::Http {
         write_error(&mut out, 503);
+    }
+    out
+}
+
+/// The whole response to a request whose header did not come in time (the header
+/// timeout), before the connection is closed; echo has nothing to say.
+pub fn request_timeout(proto: Proto) -> Vec<u8> {
+    let mut out = Vec::new();
+    if proto == Proto::Http {
+        write_error(&mut out, 408);
     }
     out
 }

@@ -7,6 +7,8 @@
 //!   and accept with the EMFILE trap handled.
 //! - [`stats`]: the counters every model keeps the same way.
 //! - [`server`]: what every model is handed: [`Config`], [`Server`], [`ServeFn`], [`listen`].
+//! - [`timers`]: the shared deadline structure: header and idle timeouts, and which
+//!   connection has been idle longest.
 //! - [`models`]: one file per I/O model, each showing its whole loop.
 //! - [`MODELS`]: the table of models that the CLI, the tests and the suite iterate over.
 //! - [`run`]: listen, install the signal handling, run a model, print its counters.
@@ -16,17 +18,20 @@ pub mod handler;
 pub mod models;
 pub mod server;
 pub mod stats;
+pub mod timers;
 
 use std::io;
 use std::net::TcpListener;
 use std::sync::Arc;
 
+use nix::sys::signal::{SigSet, Signal};
 use signal_hook::consts::{SIGINT, SIGTERM, SIGUSR1};
 use signal_hook::iterator::Signals;
 
 pub use handler::Proto;
 pub use server::{
-    default_executor, listen, raise_fd_limit, Config, EtDrain, ServeFn, Server, UringMode,
+    default_executor, default_max_connections, listen, raise_fd_limit, Config, EtDrain, ServeFn,
+    Server, UringMode,
 };
 pub use stats::{Snapshot, Stats};
 
@@ -197,6 +202,13 @@ pub fn run(
                 }
             }
         })?;
+    // Only the signals thread takes them: blocked here, and in every thread the model
+    // starts (a mask is inherited), no wait of a model is ever interrupted by one.
+    let mut handled = SigSet::empty();
+    for signal in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGUSR1] {
+        handled.add(signal);
+    }
+    handled.thread_block()?;
     ready();
     server.stats.thread_started();
     (model.serve)(listener, &server)?;

@@ -1,13 +1,17 @@
 //! What every model is handed: its settings ([`Config`]), the state its threads share
-//! ([`Server`]: counters and the stop flag), the signature it serves with ([`ServeFn`]),
-//! and the listening socket ([`listen`]).
+//! ([`Server`]: counters, the stop flag and the wakers that carry it), the signature it
+//! serves with ([`ServeFn`]), and the listening socket ([`listen`]).
 
 use std::io;
 use std::net::{SocketAddr, TcpListener};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
+use nix::fcntl::OFlag;
 use nix::sys::resource::{getrlimit, setrlimit, Resource};
+use nix::unistd::{pipe2, read, write};
 use socket2::{Domain, Socket, Type};
 
 use crate::handler::Proto;
@@ -29,6 +33,18 @@ pub struct Config {
     pub et_drain: EtDrain,
     /// `io-uring`: how it accepts and receives.
     pub uring_mode: UringMode,
+    /// A request whose header is not complete this long after it began (or, on a new
+    /// connection, after the accept) is answered 408 and closed. None: never.
+    pub header_timeout: Option<Duration>,
+    /// A keep-alive connection with no request in flight for this long is closed,
+    /// silently. None: never.
+    pub idle_timeout: Option<Duration>,
+    /// Open connections at most. A newcomer past it makes the longest-idle keep-alive
+    /// connection close (nginx's reuse of connections), or is answered 503.
+    pub max_connections: usize,
+    /// `thread-pool`: the main thread reads each request's header without blocking and
+    /// hands a worker only a connection whose request is complete (Puma's reactor).
+    pub buffer_headers: bool,
 }
 
 /// `epoll-et`: when the reads after an edge may stop.
@@ -64,8 +80,26 @@ impl Default for Config {
             threads: None,
             et_drain: EtDrain::default(),
             uring_mode: UringMode::default(),
+            header_timeout: Some(DEFAULT_HEADER_TIMEOUT),
+            idle_timeout: Some(DEFAULT_IDLE_TIMEOUT),
+            max_connections: usize::MAX,
+            buffer_headers: false,
         }
     }
+}
+
+/// nginx's client_header_timeout is 60 s; Apache's mod_reqtimeout gives a header 20 s
+/// (at 500 bytes/s, up to 40). Ours is shorter: a header takes microseconds here.
+pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// nginx's keepalive_timeout is 75 s; Tornado's idle_connection_timeout 3600 s.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Descriptors kept back from `--max-connections`' default for the server's own (the
+/// listener, epoll instances, wakers, the spare for EMFILE, stdio): at most 64, and an
+/// eighth of the limit where the limit is small.
+pub fn default_max_connections(fd_limit: u64) -> usize {
+    let reserve = (fd_limit / 8).clamp(8, 64);
+    fd_limit.saturating_sub(reserve).max(1) as usize
 }
 
 /// Python's ThreadPoolExecutor default, which Tornado's `run_in_executor` uses:
@@ -75,12 +109,14 @@ pub fn default_executor() -> usize {
     (cpus + 4).min(32)
 }
 
-/// What every thread of a running model shares: its settings, counters and stop flag.
+/// What every thread of a running model shares: its settings, counters, stop flag, and
+/// the wakers of its loops.
 #[derive(Debug)]
 pub struct Server {
     pub config: Config,
     pub stats: Stats,
     stop: AtomicBool,
+    wakers: Mutex<Vec<Arc<Waker>>>,
 }
 
 impl Server {
@@ -89,6 +125,7 @@ impl Server {
             config,
             stats: Stats::default(),
             stop: AtomicBool::new(false),
+            wakers: Mutex::new(Vec::new()),
         }
     }
 
@@ -97,8 +134,70 @@ impl Server {
         self.stop.load(Ordering::Relaxed)
     }
 
+    /// Ask every loop to stop: set the flag, then wake each loop's waker, so that a loop
+    /// asleep in its wait (with no timeout) returns and sees the flag.
     pub fn stop(&self) {
         self.stop.store(true, Ordering::Relaxed);
+        for waker in self.wakers.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+            waker.wake();
+        }
+    }
+
+    /// A waker for one loop to watch beside its sockets: readable once a stop is asked.
+    pub fn waker(&self) -> io::Result<Arc<Waker>> {
+        let waker = Arc::new(Waker::new()?);
+        let mut wakers = self.wakers.lock().unwrap_or_else(|e| e.into_inner());
+        wakers.push(Arc::clone(&waker));
+        // Under the lock `stop` takes after setting the flag: a stop asked before this
+        // waker existed is not missed.
+        if self.stopping() {
+            waker.wake();
+        }
+        Ok(waker)
+    }
+
+    /// At the cap: as many connections open as `--max-connections` allows.
+    pub fn full(&self) -> bool {
+        self.stats.open() >= self.config.max_connections as u64
+    }
+}
+
+/// The self-pipe trick (D. J. Bernstein): a pipe whose read end a loop watches with its
+/// sockets, and whose write end any thread may write one byte into, so that the loop's
+/// wait returns without a timeout to poll a flag with. Tornado's IOLoop wakes itself the
+/// same way. A pipe, not an eventfd, because a pipe can also raise a signal (O_ASYNC),
+/// which is how `sigio` waits.
+#[derive(Debug)]
+pub struct Waker {
+    read: OwnedFd,
+    write: OwnedFd,
+}
+
+impl Waker {
+    fn new() -> io::Result<Waker> {
+        let (read, write) = pipe2(OFlag::O_NONBLOCK | OFlag::O_CLOEXEC)?;
+        Ok(Waker { read, write })
+    }
+
+    /// Make the read end readable. A full pipe is already readable: nothing lost.
+    pub fn wake(&self) {
+        let _ = write(&self.write, &[1]);
+    }
+
+    /// Empty the pipe, so that a level-triggered wait stops reporting it.
+    pub fn drain(&self) {
+        let mut sink = [0u8; 64];
+        while matches!(read(&self.read, &mut sink), Ok(n) if n > 0) {}
+    }
+
+    pub fn fd(&self) -> RawFd {
+        self.read.as_raw_fd()
+    }
+}
+
+impl AsFd for Waker {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.read.as_fd()
     }
 }
 

@@ -43,6 +43,12 @@ pub struct Stats {
     /// `thread-pool`: connections with a request waiting for a free worker, now and at most.
     pub queued: AtomicU64,
     pub queued_peak: AtomicU64,
+    /// Connections closed by the server's timekeeping and overload handling, by cause:
+    /// a header not complete in time (answered 408), a keep-alive connection idle too
+    /// long, and an idle one closed to admit a newcomer at the cap.
+    pub header_timeouts: AtomicU64,
+    pub idle_timeouts: AtomicU64,
+    pub overload_evictions: AtomicU64,
     /// What the kernel offered the model and it uses (io-uring: single-issuer, …).
     pub features: Mutex<Vec<String>>,
 }
@@ -98,6 +104,13 @@ impl Stats {
         }
     }
 
+    /// Connections open now: accepted and not yet closed.
+    pub fn open(&self) -> u64 {
+        self.accepted
+            .load(Relaxed)
+            .saturating_sub(self.closed.load(Relaxed))
+    }
+
     pub fn thread_started(&self) {
         let now = self.threads.fetch_add(1, Relaxed) + 1;
         self.threads_peak.fetch_max(now, Relaxed);
@@ -141,6 +154,9 @@ impl Stats {
             threads_peak: get(&self.threads_peak),
             queued: get(&self.queued),
             queued_peak: get(&self.queued_peak),
+            header_timeouts: get(&self.header_timeouts),
+            idle_timeouts: get(&self.idle_timeouts),
+            overload_evictions: get(&self.overload_evictions),
             features: self
                 .features
                 .lock()
@@ -183,6 +199,14 @@ pub struct Snapshot {
     pub threads_peak: u64,
     pub queued: u64,
     pub queued_peak: u64,
+    /// Connections the server closed, by cause (see [`Stats::header_timeouts`]); absent
+    /// (0) in run files older than the timeouts.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub header_timeouts: u64,
+    #[serde(skip_serializing_if = "is_zero")]
+    pub idle_timeouts: u64,
+    #[serde(skip_serializing_if = "is_zero")]
+    pub overload_evictions: u64,
     /// Kernel features the model uses (io-uring), once at start.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub features: Vec<String>,
@@ -214,6 +238,9 @@ impl Snapshot {
             threads_peak: self.threads_peak,
             queued: self.queued,
             queued_peak: self.queued_peak,
+            header_timeouts: delta(self.header_timeouts, earlier.header_timeouts),
+            idle_timeouts: delta(self.idle_timeouts, earlier.idle_timeouts),
+            overload_evictions: delta(self.overload_evictions, earlier.overload_evictions),
             features: self.features.clone(),
         }
     }

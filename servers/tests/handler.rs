@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use iomodels_servers::handler::{
-    pattern_byte, Handler, Proto, Step, Work, MAX_HEADER_BYTES, OUTPUT_HIGH_WATER,
+    pattern_byte, request_timeout, Handler, Proto, Step, Work, MAX_HEADER_BYTES, OUTPUT_HIGH_WATER,
 };
 use proptest::prelude::*;
 
@@ -258,6 +258,18 @@ fn headers_that_never_end_are_refused_at_the_bound() {
     let out = feed(Proto::Http, &[&endless]);
     assert_eq!(responses(&out.sent)[0].status, 431);
     assert!(out.closed);
+}
+
+#[test]
+fn a_header_timeout_is_a_408_that_closes() {
+    let out = request_timeout(Proto::Http);
+    let resp = responses(&out);
+    assert_eq!(resp.len(), 1, "{}", String::from_utf8_lossy(&out));
+    assert_eq!(resp[0].status, 408);
+    assert_eq!(resp[0].connection, "close");
+    assert_eq!(resp[0].body, b"Request Timeout\n");
+    // Echo has no protocol to say it in: a close says all.
+    assert!(request_timeout(Proto::Echo).is_empty());
 }
 
 #[test]

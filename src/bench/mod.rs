@@ -26,7 +26,9 @@ use nix::sched::{sched_setaffinity, CpuSet};
 use nix::unistd::Pid;
 
 use crate::experiments::{Axis, Experiment};
-use crate::results::{CrossCheck, Limit, Point, Run, ServerMetrics, Settings, SCHEMA_VERSION};
+use crate::results::{
+    CrossCheck, Limit, Point, Run, ServerMetrics, ServerTimeouts, Settings, SCHEMA_VERSION,
+};
 use child::{ProcSample, Server};
 use plan::Plan;
 pub use plan::{Overrides, Profile};
@@ -176,6 +178,7 @@ pub fn run(options: &Options) -> Result<Run, String> {
             busy_connections: plan.busy,
             load_threads,
             server_cpu_quota: quota.as_ref().map(|q| q.setting.clone()),
+            server_timeouts: Some(ServerTimeouts::suite()),
         },
         notes,
         crosscheck: None,
@@ -311,10 +314,12 @@ fn measure(ctx: &Context, job: &Job) -> Point {
             ctx.quota.as_ref(),
         )
     } else {
+        let mut args = job.args.clone();
+        args.extend(ServerTimeouts::suite().args());
         Server::ours(
             &ctx.options.exe,
             &job.model,
-            &job.args,
+            &args,
             &ctx.server_cpus,
             ctx.quota.as_ref(),
         )

@@ -15,10 +15,12 @@ use std::io;
 use std::net::TcpListener;
 use std::os::fd::RawFd;
 use std::sync::Arc;
+use std::time::Instant;
 
 use crate::conn::{Acceptor, Conn, Io};
 use crate::server::Server;
 use crate::stats::Stats;
+use crate::timers::{close_expired, close_longest_idle, Timers};
 
 // ANCHOR: state
 // No state but the connections: there is no wait, so no events to keep between turns.
@@ -29,13 +31,17 @@ pub fn serve(listener: TcpListener, server: &Arc<Server>) -> io::Result<()> {
     listener.set_nonblocking(true)?;
     let mut acceptor = Acceptor::new(true)?;
     let mut conns: HashMap<RawFd, Conn> = HashMap::new();
+    let mut timers = Timers::new(&server.config);
     let mut done: Vec<RawFd> = Vec::new();
     // ANCHOR_END: setup
 
+    // No waker either: the loop never sleeps, so it sees the stop flag within a turn.
     while !server.stopping() {
         // ANCHOR: wait
-        // There is no wait: every turn asks the listener and every socket, ready or not.
-        accept(&listener, &mut acceptor, &mut conns, server);
+        // There is no wait: every turn asks the listener and every socket, ready or not,
+        // and reads the clock for the deadlines.
+        let now = Instant::now();
+        accept(&listener, &mut acceptor, &mut conns, &mut timers, server);
         let mut found = 0;
         // ANCHOR_END: wait
 
@@ -47,12 +53,16 @@ pub fn serve(listener: TcpListener, server: &Arc<Server>) -> io::Result<()> {
             writable(conn, server);
             if conn.is_done() {
                 done.push(token);
+            } else {
+                timers.watch(token as usize, conn, now);
             }
         }
         server.stats.turned(conns.len() + 1, found);
         for token in done.drain(..) {
-            close(&mut conns, token, &server.stats);
+            close(&mut conns, &mut timers, token, &server.stats);
         }
+        // Then the deadlines: close every connection whose time ran out.
+        close_expired(&mut conns, &mut timers, now, &server.stats);
         // ANCHOR_END: dispatch
     }
     Ok(())
@@ -60,14 +70,22 @@ pub fn serve(listener: TcpListener, server: &Arc<Server>) -> io::Result<()> {
 
 // ANCHOR: accept
 /// Take every waiting connection off the listen queue (usually none: the listener is
-/// asked every turn).
+/// asked every turn). Past the cap, the longest-idle keep-alive connection makes room
+/// (as nginx reuses one); with none idle, a 503.
 fn accept(
     listener: &TcpListener,
     acceptor: &mut Acceptor,
     conns: &mut HashMap<RawFd, Conn>,
+    timers: &mut Timers,
     server: &Server,
 ) {
-    for conn in acceptor.incoming(listener, server) {
+    let (now, stats) = (Instant::now(), &server.stats);
+    for newcomer in acceptor.incoming(listener, server) {
+        let make_room = || close_longest_idle(conns, timers, stats);
+        let Some(conn) = newcomer.admit(make_room, stats) else {
+            continue;
+        };
+        timers.watch(conn.fd() as usize, &conn, now);
         conns.insert(conn.fd(), conn);
     }
 }
@@ -91,8 +109,10 @@ fn writable(conn: &mut Conn, server: &Server) {
 // ANCHOR_END: writable
 
 // ANCHOR: close
-/// Nothing more will happen on this connection: drop it, which closes its descriptor.
-fn close(conns: &mut HashMap<RawFd, Conn>, token: RawFd, stats: &Stats) {
+/// Nothing more will happen on this connection: off its clock, and drop it, which
+/// closes its descriptor.
+fn close(conns: &mut HashMap<RawFd, Conn>, timers: &mut Timers, token: RawFd, stats: &Stats) {
+    timers.forget(token as usize);
     let conn = conns.remove(&token).expect("conn is present");
     conn.close(stats);
 }

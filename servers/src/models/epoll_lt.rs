@@ -2,7 +2,7 @@
 //! `epoll-lt`: one thread, one epoll instance that keeps the interest list in the kernel
 //! and hands back only the descriptors that are ready; level-triggered.
 //!
-//! - What blocks: epoll_wait(2), until some descriptor is ready or the timeout passes.
+//! - What blocks: epoll_wait(2), until some descriptor is ready or the nearest deadline.
 //! - Cost per wake-up: O(ready). Descriptors are registered once (epoll_ctl); the kernel
 //!   puts a socket on the ready list when data arrives, so idle ones cost nothing.
 //! - Limit: none of its own.
@@ -16,13 +16,15 @@ use std::io;
 use std::net::TcpListener;
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
+use std::time::Instant;
 
 use nix::errno::Errno;
-use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
+use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags};
 
-use crate::conn::{Acceptor, Conn, Interest, WAIT_TIMEOUT};
+use crate::conn::{Acceptor, Conn, Interest};
 use crate::server::Server;
 use crate::stats::Stats;
+use crate::timers::{close_expired, close_longest_idle, Timers};
 
 // ANCHOR: state
 /// How many ready descriptors one epoll_wait may return.
@@ -39,17 +41,21 @@ pub struct Loop {
 // ANCHOR_END: state
 
 pub fn serve(listener: TcpListener, server: &Arc<Server>) -> io::Result<()> {
-    run(setup(listener)?, server)
+    run(setup(listener, server)?, server)
 }
 
 // ANCHOR: setup
-pub fn setup(listener: TcpListener) -> io::Result<Loop> {
+pub fn setup(listener: TcpListener, server: &Server) -> io::Result<Loop> {
     listener.set_nonblocking(true)?;
     let acceptor = Acceptor::new(true)?;
     // The interest list lives in the kernel from now on: register once, not every turn.
     let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?;
     let event = EpollEvent::new(flags(Interest::READ), listener.as_raw_fd() as u64);
     epoll.add(&listener, event)?;
+    // A stop request makes the waker readable: the wait needs no timeout to notice it.
+    let waker = server.waker()?;
+    let event = EpollEvent::new(flags(Interest::READ), waker.fd() as u64);
+    epoll.add(&*waker, event)?;
     Ok(Loop {
         listener,
         acceptor,
@@ -64,31 +70,36 @@ pub fn run(setup: Loop, server: &Arc<Server>) -> io::Result<()> {
         epoll,
     } = setup;
     let mut conns: HashMap<RawFd, Conn> = HashMap::new();
+    let mut timers = Timers::new(&server.config);
     let mut events = vec![EpollEvent::empty(); MAX_EVENTS];
-    let timeout = EpollTimeout::try_from(WAIT_TIMEOUT).expect("timeout fits");
+    let mut now = Instant::now();
     // ANCHOR_END: setup
 
     while !server.stopping() {
         // ANCHOR: wait
         // The kernel keeps the interest list between calls and fills a ready list as
-        // packets arrive: only the ready descriptors come back, nothing to scan.
-        let ready = match epoll.wait(&mut events, timeout) {
+        // packets arrive: only the ready descriptors come back, nothing to scan. Sleep
+        // until one is ready or the nearest deadline: nothing else wakes us.
+        let ready = match epoll.wait(&mut events, timers.poll_timeout(now)) {
             Ok(n) => n,
             Err(Errno::EINTR) => 0,
             Err(e) => return Err(e.into()),
         };
         server.stats.waited(ready, ready);
+        // One clock reading per turn, for every deadline the turn checks or starts.
+        now = Instant::now();
         // ANCHOR_END: wait
 
         // ANCHOR: dispatch
         for event in &events[..ready] {
             let token = event.data() as RawFd;
             if token == listener.as_raw_fd() {
-                accept(&listener, &mut acceptor, &mut conns, &epoll, server);
+                let (conns, timers) = (&mut conns, &mut timers);
+                accept(&listener, &mut acceptor, conns, timers, &epoll, server);
                 continue;
             }
             let Some(conn) = conns.get_mut(&token) else {
-                continue;
+                continue; // the waker: the loop's condition sees the stop
             };
             // EPOLLHUP and EPOLLERR wake both sides; the read or write finds out what.
             let broken = EpollFlags::EPOLLHUP | EpollFlags::EPOLLERR;
@@ -99,26 +110,37 @@ pub fn run(setup: Loop, server: &Arc<Server>) -> io::Result<()> {
                 writable(conn, server);
             }
             if conn.is_done() {
-                close(&mut conns, token, &server.stats);
+                close(&mut conns, &mut timers, token, &server.stats);
             } else {
                 rearm(&epoll, conn, &server.stats)?;
+                timers.watch(token as usize, conn, now);
             }
         }
+        // Then the deadlines: close every connection whose time ran out.
+        close_expired(&mut conns, &mut timers, now, &server.stats);
         // ANCHOR_END: dispatch
     }
     Ok(())
 }
 
 // ANCHOR: accept
-/// Take every waiting connection off the listen queue, and register it for reading.
+/// Take every waiting connection off the listen queue. Past the cap, the longest-idle
+/// keep-alive connection makes room (as nginx reuses one); with none idle, a 503.
+/// Each is registered for reading.
 fn accept(
     listener: &TcpListener,
     acceptor: &mut Acceptor,
     conns: &mut HashMap<RawFd, Conn>,
+    timers: &mut Timers,
     epoll: &Epoll,
     server: &Server,
 ) {
-    for mut conn in acceptor.incoming(listener, server) {
+    let (now, stats) = (Instant::now(), &server.stats);
+    for newcomer in acceptor.incoming(listener, server) {
+        let make_room = || close_longest_idle(conns, timers, stats);
+        let Some(mut conn) = newcomer.admit(make_room, stats) else {
+            continue;
+        };
         let event = EpollEvent::new(flags(Interest::READ), conn.fd() as u64);
         server.stats.ctl_calls(1);
         if let Err(e) = epoll.add(&conn.stream, event) {
@@ -127,6 +149,7 @@ fn accept(
             continue;
         }
         conn.registered = Interest::READ;
+        timers.watch(conn.fd() as usize, &conn, now);
         conns.insert(conn.fd(), conn);
     }
 }
@@ -134,8 +157,8 @@ fn accept(
 
 // ANCHOR: readable
 /// Read once, and answer at once: the socket buffer is almost always free, so the
-/// response need not wait a turn to hear that it is writable. Anything left unread is
-/// reported again by the next epoll_wait: that is what level-triggered means.
+/// response need not wait a turn to hear that it is writable.
+/// Anything left unread is reported again by the next epoll_wait: level-triggered.
 fn readable(conn: &mut Conn, server: &Server) {
     if conn.wants_read() {
         conn.read(&server.stats);
@@ -171,9 +194,11 @@ fn rearm(epoll: &Epoll, conn: &mut Conn, stats: &Stats) -> io::Result<()> {
 // ANCHOR_END: rearm
 
 // ANCHOR: close
-/// Nothing more will happen on this connection: drop it, which closes its descriptor.
+/// Nothing more will happen on this connection: off its clock, and drop it, which
+/// closes its descriptor.
 /// Closing the socket takes it out of the interest list: no EPOLL_CTL_DEL.
-fn close(conns: &mut HashMap<RawFd, Conn>, token: RawFd, stats: &Stats) {
+fn close(conns: &mut HashMap<RawFd, Conn>, timers: &mut Timers, token: RawFd, stats: &Stats) {
+    timers.forget(token as usize);
     let conn = conns.remove(&token).expect("conn is present");
     conn.close(stats);
 }

@@ -8,6 +8,10 @@
 //!   their whole life: no lock, no hand-over between threads.
 //! - Limit: the cores. A connection stays on the loop it landed on, so a few busy
 //!   connections can all land on one loop while another idles.
+//! - Timeouts and overload: each loop keeps its own connections' clocks. The cap
+//!   (`--max-connections`) counts the whole process, but a loop closes only its own
+//!   idle connections to make room, as each nginx worker reuses only its own: a loop
+//!   with none idle turns a newcomer away though another has some.
 //! - Against epoll-et: the same loop, `--threads` times (default: one per CPU).
 // ANCHOR_END: header
 
@@ -41,7 +45,7 @@ pub fn serve(listener: TcpListener, server: &Arc<Server>) -> io::Result<()> {
     // loop made later could find the table already full of the others' connections.
     let loops = listeners
         .into_iter()
-        .map(epoll_et::setup)
+        .map(|listener| epoll_et::setup(listener, server))
         .collect::<io::Result<Vec<_>>>()?;
     // ANCHOR_END: setup
 

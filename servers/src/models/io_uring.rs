@@ -28,13 +28,15 @@ use std::net::{TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, FromRawFd};
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::Arc;
+use std::time::Instant;
 
 use io_uring::types::BufRingEntry;
 use io_uring::{cqueue, opcode, squeue, types, IoUring};
 
-use crate::conn::{Acceptor, Conn, WAIT_TIMEOUT};
+use crate::conn::{Acceptor, Conn};
 use crate::server::{Server, UringMode};
 use crate::stats::Stats;
+use crate::timers::{Evicted, Timers};
 
 // ANCHOR: state
 /// Entries in the submission ring.
@@ -53,6 +55,10 @@ const ACCEPT: u64 = 1;
 const RECV: u64 = 2;
 const SEND: u64 = 3;
 const CANCEL: u64 = 4;
+/// The nearest deadline's timeout operation (the rest of its user data: a sequence).
+const TIMER: u64 = 5;
+/// The stop waker became readable.
+const WAKE: u64 = 6;
 
 /// A connection and the operations it has in the kernel's hands.
 struct Slot {
@@ -76,6 +82,14 @@ struct Uring {
     slots: Vec<Option<Slot>>,
     free: Vec<usize>,
     buffers: Option<BufferRing>,
+    /// The slots' clocks; the time this turn began.
+    timers: Timers,
+    now: Instant,
+    /// The deadline a timeout operation is armed for, and its sequence number; the
+    /// time it waits, which the kernel reads when the operation is submitted.
+    armed: Option<(Instant, u64)>,
+    sequence: u64,
+    wait: types::Timespec,
 }
 // ANCHOR_END: state
 
@@ -112,20 +126,27 @@ pub fn serve(listener: TcpListener, server: &Arc<Server>) -> io::Result<()> {
         slots: Vec::new(),
         free: Vec::new(),
         buffers,
+        timers: Timers::new(&server.config),
+        now: Instant::now(),
+        armed: None,
+        sequence: 0,
+        wait: types::Timespec::new(),
     };
     u.submit_accept(&listener, &server.stats)?;
-    let tick = types::Timespec::from(WAIT_TIMEOUT);
-    let args = types::SubmitArgs::new().timespec(&tick);
+    // A stop request makes the waker readable: a poll operation on it completes.
+    let waker = server.waker()?;
+    let poll = opcode::PollAdd::new(types::Fd(waker.fd()), libc::POLLIN as u32).build();
+    push(&mut u.ring, poll.user_data(WAKE), &server.stats)?;
     let mut done: Vec<(u64, i32, u32)> = Vec::new();
     // ANCHOR_END: setup
 
     while !server.stopping() {
         // ANCHOR: wait
         // One system call: hand the kernel everything queued since the last turn, and
-        // sleep until at least one operation completes.
-        match u.ring.submitter().submit_with_args(1, &args) {
+        // sleep until at least one operation completes: a receive, a send, an accept,
+        // the waker's poll, or the timeout set for the nearest deadline.
+        match u.ring.submit_and_wait(1) {
             Ok(_) => {}
-            Err(e) if e.raw_os_error() == Some(libc::ETIME) => {}
             Err(e) if e.raw_os_error() == Some(libc::EINTR) => {}
             Err(e) => return Err(e),
         }
@@ -136,6 +157,8 @@ pub fn serve(listener: TcpListener, server: &Arc<Server>) -> io::Result<()> {
                 .map(|cqe| (cqe.user_data(), cqe.result(), cqe.flags())),
         );
         server.stats.waited(done.len(), done.len());
+        // One clock reading per turn, for every deadline the turn checks or starts.
+        u.now = Instant::now();
         // ANCHOR_END: wait
 
         // ANCHOR: dispatch
@@ -145,9 +168,15 @@ pub fn serve(listener: TcpListener, server: &Arc<Server>) -> io::Result<()> {
                 ACCEPT => u.accepted(result, flags, &listener, &mut acceptor, server)?,
                 RECV => u.received(slot, result, flags, &server.stats),
                 SEND => u.sent(slot, result, &server.stats),
-                _ => {} // a cancel's own completion: the receive it cancelled reports
+                TIMER if u.armed.is_some_and(|(_, seq)| seq == slot as u64) => u.armed = None,
+                // A cancel's own completion (the receive it cancelled reports), an
+                // earlier timeout, or the waker (the loop's condition sees the stop).
+                _ => {}
             }
         }
+        // Then the deadlines: close what ran out, and time the next.
+        u.expire(&server.stats);
+        u.arm_timer(&server.stats)?;
         // ANCHOR_END: dispatch
     }
     Ok(())
@@ -203,10 +232,14 @@ impl Uring {
     ) -> io::Result<()> {
         let stats = &server.stats;
         if result == -libc::EMFILE || result == -libc::ENFILE {
-            // Out of descriptors: shed what waits, with the same spare-descriptor trick
-            // as every other model, rather than accept into the same failure.
-            for conn in acceptor.incoming(listener, server) {
-                self.adopt(conn, stats);
+            // Out of descriptors: turn away what waits, with the same spare-descriptor
+            // trick as every other model. (No idle connection is closed for it: its
+            // descriptor would be free only once its receive is called back, too late
+            // for this accept. The cap, below the descriptor limit, makes room first.)
+            for newcomer in acceptor.incoming(listener, server) {
+                if let Some(conn) = newcomer.admit(|| false, stats) {
+                    self.adopt(conn, stats);
+                }
             }
         } else if result >= 0 {
             // SAFETY: the kernel just created this descriptor for us; nothing else owns it.
@@ -214,7 +247,14 @@ impl Uring {
             let _ = stream.set_nodelay(true);
             stats.other_calls(1);
             Stats::add(&stats.accepted, 1);
-            self.adopt(Conn::new(stream, server.config.proto), stats);
+            let conn = Conn::new(stream, server.config.proto);
+            // Past the cap, the longest-idle keep-alive connection makes room (as nginx
+            // reuses one); with none idle, a 503.
+            if stats.open() > server.config.max_connections as u64 && !self.evict_idle(stats) {
+                conn.refuse(stats);
+            } else {
+                self.adopt(conn, stats);
+            }
         }
         // (Otherwise the client gave up while queued: nothing to adopt.)
         if !cqueue::more(flags) {
@@ -244,6 +284,18 @@ impl Uring {
             }
         };
         self.pump(id, stats);
+    }
+
+    /// Close the longest-idle keep-alive connection for a newcomer; false if none is.
+    fn evict_idle(&mut self, stats: &Stats) -> bool {
+        let Some(id) = self.timers.longest_idle() else {
+            return false;
+        };
+        if let Some(slot) = self.slots[id].as_mut() {
+            slot.conn.evict(Evicted::Overload, stats);
+            self.pump(id, stats);
+        }
+        true
     }
     // ANCHOR_END: accept
 
@@ -306,7 +358,12 @@ impl Uring {
     /// Give the kernel the next operations this connection wants, or close it.
     fn pump(&mut self, id: usize, stats: &Stats) {
         let Uring {
-            ring, mode, slots, ..
+            ring,
+            mode,
+            slots,
+            timers,
+            now,
+            ..
         } = self;
         let slot = slots[id].as_mut().expect("slot is present");
         if slot.conn.is_done() {
@@ -347,6 +404,38 @@ impl Uring {
         if pushed.is_err() {
             slot.conn.broke();
         }
+        timers.watch(id, &slot.conn, *now);
+    }
+
+    /// Close every connection whose time ran out (a 408 where a header was cut short).
+    fn expire(&mut self, stats: &Stats) {
+        while let Some((id, why)) = self.timers.expired(self.now) {
+            if let Some(slot) = self.slots[id].as_mut() {
+                slot.conn.evict(why, stats);
+                self.pump(id, stats);
+            }
+        }
+    }
+
+    /// Keep a timeout operation in the kernel for the nearest deadline: it completes
+    /// then, and the wait returns. Set anew only when a deadline comes before it (an
+    /// earlier one left in flight just wakes the loop once, for nothing).
+    fn arm_timer(&mut self, stats: &Stats) -> io::Result<()> {
+        let Some(nearest) = self.timers.nearest() else {
+            return Ok(());
+        };
+        if self.armed.is_some_and(|(armed, _)| armed <= nearest) {
+            return Ok(());
+        }
+        self.sequence += 1;
+        self.armed = Some((nearest, self.sequence));
+        self.wait = types::Timespec::from(nearest.saturating_duration_since(self.now));
+        let timeout = opcode::Timeout::new(&self.wait).build();
+        push(
+            &mut self.ring,
+            timeout.user_data(data(self.sequence as usize, TIMER)),
+            stats,
+        )
     }
     // ANCHOR_END: pump
 
@@ -354,6 +443,7 @@ impl Uring {
     /// A finished connection: close it once nothing of it is in flight (the kernel may
     /// still write into a pending receive's buffer, or read a send's).
     fn close(&mut self, id: usize, stats: &Stats) {
+        self.timers.forget(id);
         let slot = self.slots[id].as_mut().expect("slot is present");
         if slot.receiving {
             // A receive waits for data that will never be read: call it back, and close

@@ -1,7 +1,7 @@
 // ANCHOR: header
 //! `poll`: one thread, one poll(2) over an array of every descriptor, rebuilt each turn.
 //!
-//! - What blocks: poll(2), until some descriptor is ready or the timeout passes.
+//! - What blocks: poll(2), until some descriptor is ready or the nearest deadline.
 //! - Cost per wake-up: O(n). The whole array is copied into the kernel, which checks
 //!   every descriptor; then we scan the whole array for the few that are ready.
 //! - Limit: none of its own; n idle connections make every wake-up n times dearer.
@@ -15,13 +15,15 @@ use std::io;
 use std::net::TcpListener;
 use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::sync::Arc;
+use std::time::Instant;
 
 use nix::errno::Errno;
-use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::poll::{poll, PollFd, PollFlags};
 
-use crate::conn::{Acceptor, Conn, Interest, WAIT_TIMEOUT};
+use crate::conn::{Acceptor, Conn, Interest};
 use crate::server::Server;
 use crate::stats::Stats;
+use crate::timers::{close_expired, close_longest_idle, Timers};
 
 // ANCHOR: state
 /// One ready descriptor, as found by the scan.
@@ -36,25 +38,33 @@ pub fn serve(listener: TcpListener, server: &Arc<Server>) -> io::Result<()> {
     // ANCHOR: setup
     listener.set_nonblocking(true)?;
     let mut acceptor = Acceptor::new(true)?;
+    // A stop request makes the waker readable: the wait needs no timeout to notice it.
+    let waker = server.waker()?;
     let mut conns: HashMap<RawFd, Conn> = HashMap::new();
+    let mut timers = Timers::new(&server.config);
     let mut events: Vec<Event> = Vec::new();
-    let timeout = PollTimeout::try_from(WAIT_TIMEOUT).expect("timeout fits");
+    let mut now = Instant::now();
     // ANCHOR_END: setup
 
     while !server.stopping() {
         // ANCHOR: wait
-        // The kernel keeps nothing between calls: hand it every descriptor, every turn.
-        let mut pollfds = Vec::with_capacity(conns.len() + 1);
+        // The kernel keeps nothing between calls: hand it every descriptor, every turn,
+        // and the waker that a stop request makes readable.
+        let mut pollfds = Vec::with_capacity(conns.len() + 2);
         pollfds.push(PollFd::new(listener.as_fd(), PollFlags::POLLIN));
+        pollfds.push(PollFd::new(waker.as_fd(), PollFlags::POLLIN));
         for conn in conns.values() {
             pollfds.push(PollFd::new(conn.stream.as_fd(), flags(conn.interest())));
         }
-        let ready = match poll(&mut pollfds, timeout) {
+        // Sleep until something is ready or the nearest deadline: nothing else wakes us.
+        let ready = match poll(&mut pollfds, timers.poll_timeout(now)) {
             Ok(n) => n as usize,
             Err(Errno::EINTR) => 0,
             Err(e) => return Err(e.into()),
         };
         server.stats.waited(pollfds.len(), ready);
+        // One clock reading per turn, for every deadline the turn checks or starts.
+        now = Instant::now();
         // ANCHOR_END: wait
 
         // ANCHOR: scan
@@ -78,11 +88,12 @@ pub fn serve(listener: TcpListener, server: &Arc<Server>) -> io::Result<()> {
         // ANCHOR: dispatch
         for event in &events {
             if event.token == listener.as_raw_fd() {
-                accept(&listener, &mut acceptor, &mut conns, server);
+                let (conns, timers) = (&mut conns, &mut timers);
+                accept(&listener, &mut acceptor, conns, timers, server);
                 continue;
             }
             let Some(conn) = conns.get_mut(&event.token) else {
-                continue;
+                continue; // the waker: the loop's condition sees the stop
             };
             if event.readable {
                 readable(conn, server);
@@ -91,23 +102,35 @@ pub fn serve(listener: TcpListener, server: &Arc<Server>) -> io::Result<()> {
                 writable(conn, server);
             }
             if conn.is_done() {
-                close(&mut conns, event.token, &server.stats);
+                close(&mut conns, &mut timers, event.token, &server.stats);
+            } else {
+                timers.watch(event.token as usize, conn, now);
             }
         }
+        // Then the deadlines: close every connection whose time ran out.
+        close_expired(&mut conns, &mut timers, now, &server.stats);
         // ANCHOR_END: dispatch
     }
     Ok(())
 }
 
 // ANCHOR: accept
-/// Take every waiting connection off the listen queue.
+/// Take every waiting connection off the listen queue. Past the cap, the longest-idle
+/// keep-alive connection makes room (as nginx reuses one); with none idle, a 503.
 fn accept(
     listener: &TcpListener,
     acceptor: &mut Acceptor,
     conns: &mut HashMap<RawFd, Conn>,
+    timers: &mut Timers,
     server: &Server,
 ) {
-    for conn in acceptor.incoming(listener, server) {
+    let (now, stats) = (Instant::now(), &server.stats);
+    for newcomer in acceptor.incoming(listener, server) {
+        let make_room = || close_longest_idle(conns, timers, stats);
+        let Some(conn) = newcomer.admit(make_room, stats) else {
+            continue;
+        };
+        timers.watch(conn.fd() as usize, &conn, now);
         conns.insert(conn.fd(), conn);
     }
 }
@@ -136,13 +159,16 @@ fn writable(conn: &mut Conn, server: &Server) {
 // ANCHOR_END: writable
 
 // ANCHOR: close
-/// Nothing more will happen on this connection: drop it, which closes its descriptor.
-fn close(conns: &mut HashMap<RawFd, Conn>, token: RawFd, stats: &Stats) {
+/// Nothing more will happen on this connection: off its clock, and drop it, which
+/// closes its descriptor.
+fn close(conns: &mut HashMap<RawFd, Conn>, timers: &mut Timers, token: RawFd, stats: &Stats) {
+    timers.forget(token as usize);
     let conn = conns.remove(&token).expect("conn is present");
     conn.close(stats);
 }
 // ANCHOR_END: close
 
+// ANCHOR: flags
 /// What to ask poll to watch for.
 fn flags(interest: Interest) -> PollFlags {
     let mut flags = PollFlags::empty();
@@ -154,3 +180,4 @@ fn flags(interest: Interest) -> PollFlags {
     }
     flags
 }
+// ANCHOR_END: flags

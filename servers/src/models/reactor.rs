@@ -29,10 +29,11 @@ use nix::errno::Errno;
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 use nix::sys::eventfd::{EfdFlags, EventFd};
 
-use crate::conn::{run_work, Acceptor, Conn, Interest, WAIT_TIMEOUT};
+use crate::conn::{run_work, Acceptor, Conn, Interest};
 use crate::handler::Work;
 use crate::server::Server;
 use crate::stats::Stats;
+use crate::timers::{Evicted, Timers};
 
 // ANCHOR: ioloop
 /// What a handler is called with: the loop, the application's state, the descriptor,
@@ -54,6 +55,8 @@ pub struct IoLoop<S> {
     timer_callbacks: HashMap<u64, Callback<S>>,
     next_timer: u64,
     waker: Arc<Waker<S>>,
+    /// When this turn's wait returned: Tornado's `IOLoop.time()`, read once a turn.
+    now: Instant,
     stopped: bool,
     /// epoll_ctl calls since the counters last heard of them.
     ctl_calls: u64,
@@ -85,6 +88,10 @@ struct App {
     conns: HashMap<RawFd, (u64, Conn)>,
     next_serial: u64,
     executor: Option<Executor>,
+    /// The connections' clocks (header and idle timeouts), and the deadline a
+    /// `call_at` is set for.
+    timers: Timers,
+    armed: Option<Instant>,
     server: Arc<Server>,
 }
 // ANCHOR_END: state
@@ -98,23 +105,20 @@ pub fn serve(listener: TcpListener, server: &Arc<Server>) -> io::Result<()> {
     };
     let mut ioloop: IoLoop<App> = IoLoop::new()?;
     ioloop.add_handler(&listener, on_accept, EpollFlags::EPOLLIN)?;
+    // A stop request makes this waker readable, and its handler stops the loop (as
+    // Tornado's signal handler does with `add_callback_from_signal(io_loop.stop)`).
+    let stop = server.waker()?;
+    ioloop.add_handler(&*stop, |ioloop, _, _, _| ioloop.stop(), EpollFlags::EPOLLIN)?;
     let mut app = App {
         listener,
         acceptor: Acceptor::new(true)?,
         conns: HashMap::new(),
         next_serial: 0,
         executor,
+        timers: Timers::new(&server.config),
+        armed: None,
         server: Arc::clone(server),
     };
-    // A periodic callback, as Tornado's PeriodicCallback: stop when asked to.
-    fn check_stop(ioloop: &mut IoLoop<App>, app: &mut App) {
-        if app.server.stopping() {
-            ioloop.stop();
-        } else {
-            ioloop.call_later(WAIT_TIMEOUT, check_stop);
-        }
-    }
-    ioloop.call_later(WAIT_TIMEOUT, check_stop);
     // ANCHOR_END: setup
     ioloop.start(&mut app, &server.stats)
 }
@@ -136,6 +140,7 @@ impl<S> IoLoop<S> {
                 queue: Mutex::new(Vec::new()),
                 writes: AtomicU64::new(0),
             }),
+            now: Instant::now(),
             stopped: false,
             ctl_calls: 0,
         })
@@ -185,10 +190,24 @@ impl<S> IoLoop<S> {
         delay: Duration,
         callback: impl FnOnce(&mut IoLoop<S>, &mut S) + 'static,
     ) {
+        self.call_at(self.now + delay, callback);
+    }
+
+    /// Run `callback` at `when`: the timer heap, ordered by time.
+    pub fn call_at(
+        &mut self,
+        when: Instant,
+        callback: impl FnOnce(&mut IoLoop<S>, &mut S) + 'static,
+    ) {
         let id = self.next_timer;
         self.next_timer += 1;
-        self.timers.push(Reverse((Instant::now() + delay, id)));
+        self.timers.push(Reverse((when, id)));
         self.timer_callbacks.insert(id, Box::new(callback));
+    }
+
+    /// When this turn began (its wait returned).
+    pub fn time(&self) -> Instant {
+        self.now
     }
 
     /// A handle for other threads, whose `add_callback` wakes the loop.
@@ -216,6 +235,7 @@ impl<S> IoLoop<S> {
                 callback(self, state);
             }
             let now = Instant::now();
+            self.now = now;
             while let Some(&Reverse((when, id))) = self.timers.peek() {
                 if when > now {
                     break;
@@ -225,24 +245,28 @@ impl<S> IoLoop<S> {
                     callback(self, state);
                 }
             }
-            // Sleep until the next timer, or not at all if callbacks are waiting.
+            // Sleep until the next timer (rounded up to a whole millisecond, or the
+            // wait would return just before it and spin), not at all if callbacks are
+            // waiting, and with no timer, until a descriptor or the waker is ready.
             let timeout = if !self.callbacks.is_empty() || self.stopped {
-                Duration::ZERO
+                EpollTimeout::ZERO
             } else {
                 self.timers
                     .peek()
-                    .map_or(WAIT_TIMEOUT, |Reverse((when, _))| {
-                        when.saturating_duration_since(Instant::now())
+                    .map_or(EpollTimeout::NONE, |Reverse((when, _))| {
+                        let left = when.saturating_duration_since(Instant::now());
+                        let ms = left.as_micros().div_ceil(1000);
+                        EpollTimeout::try_from(ms).unwrap_or(EpollTimeout::MAX)
                     })
             };
             // ANCHOR: wait
-            let timeout = EpollTimeout::try_from(timeout.min(WAIT_TIMEOUT)).expect("fits");
             let ready = match self.epoll.wait(&mut events, timeout) {
                 Ok(n) => n,
                 Err(Errno::EINTR) => 0,
                 Err(e) => return Err(e.into()),
             };
             stats.waited(ready, ready);
+            self.now = Instant::now();
             stats.ctl_calls(std::mem::take(&mut self.ctl_calls));
             stats.other_calls(self.waker.writes.swap(0, Relaxed));
             // ANCHOR_END: wait
@@ -323,18 +347,48 @@ impl Executor {
 
 // ANCHOR: accept
 /// The listener's handler: take every waiting connection, and give each a handler.
+/// Past the cap, the longest-idle keep-alive connection makes room (as nginx reuses
+/// one); with none idle, a 503.
 fn on_accept(ioloop: &mut IoLoop<App>, app: &mut App, _fd: RawFd, _events: EpollFlags) {
-    for mut conn in app.acceptor.incoming(&app.listener, &app.server) {
+    let App {
+        listener,
+        acceptor,
+        conns,
+        timers,
+        server,
+        ..
+    } = app;
+    let stats = &server.stats;
+    let mut admitted = Vec::new();
+    for newcomer in acceptor.incoming(listener, server) {
+        let make_room = || match timers.longest_idle() {
+            Some(fd) => {
+                let (_, mut conn) = conns.remove(&(fd as RawFd)).expect("conn is present");
+                ioloop.remove_handler(&conn.stream);
+                conn.evict(Evicted::Overload, stats);
+                conn.close(stats);
+                true
+            }
+            None => false,
+        };
+        let Some(mut conn) = newcomer.admit(make_room, stats) else {
+            continue;
+        };
         // With an executor, blocking work is handed back to us, not run here.
         conn.offload = app.executor.is_some();
         if let Err(e) = ioloop.add_handler(&conn.stream, on_conn, EpollFlags::EPOLLIN) {
             eprintln!("iomodels: epoll_ctl(ADD) failed: {e}; closing the connection");
-            conn.refuse(&app.server.stats);
+            conn.refuse(stats);
             continue;
         }
         conn.registered = Interest::READ;
         app.next_serial += 1;
-        app.conns.insert(conn.fd(), (app.next_serial, conn));
+        admitted.push(conn.fd());
+        conns.insert(conn.fd(), (app.next_serial, conn));
+    }
+    // A new connection's header clock starts now.
+    for fd in admitted {
+        settle(ioloop, app, fd);
     }
 }
 // ANCHOR_END: accept
@@ -422,11 +476,13 @@ fn settle(ioloop: &mut IoLoop<App>, app: &mut App, fd: RawFd) {
         return;
     };
     if conn.is_done() {
+        app.timers.forget(fd as usize);
         let (_, conn) = app.conns.remove(&fd).expect("conn is present");
         ioloop.remove_handler(&conn.stream);
         conn.close(&app.server.stats);
         return;
     }
+    app.timers.watch(fd as usize, conn, ioloop.time());
     let interest = conn.interest();
     if interest != conn.registered {
         let mut events = EpollFlags::empty();
@@ -440,5 +496,32 @@ fn settle(ioloop: &mut IoLoop<App>, app: &mut App, fd: RawFd) {
             conn.registered = interest;
         }
     }
+    arm(ioloop, app);
+}
+
+/// Keep a timer on the loop's heap for the nearest connection deadline. (Tornado sets a
+/// timeout per request with `gen.with_timeout`; one `call_at` for the nearest of the
+/// shared clocks does the same work with one heap entry.)
+fn arm(ioloop: &mut IoLoop<App>, app: &mut App) {
+    let Some(nearest) = app.timers.nearest() else {
+        return;
+    };
+    if app.armed.is_some_and(|armed| armed <= nearest) {
+        return;
+    }
+    app.armed = Some(nearest);
+    ioloop.call_at(nearest, move |ioloop, app| {
+        if app.armed == Some(nearest) {
+            app.armed = None;
+        }
+        // Close what ran out (a 408 where a header was cut short), then set the next.
+        while let Some((fd, why)) = app.timers.expired(ioloop.time()) {
+            if let Some((_, conn)) = app.conns.get_mut(&(fd as RawFd)) {
+                conn.evict(why, &app.server.stats);
+                settle(ioloop, app, fd as RawFd);
+            }
+        }
+        arm(ioloop, app);
+    });
 }
 // ANCHOR_END: close

@@ -19,15 +19,17 @@ use std::io;
 use std::net::TcpListener;
 use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::sync::Arc;
+use std::time::Instant;
 
 use nix::fcntl::{fcntl, FcntlArg, OFlag};
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::time::TimeSpec;
 use nix::unistd::{gettid, Pid};
 
-use crate::conn::{Acceptor, Conn, Io, WAIT_TIMEOUT};
+use crate::conn::{Acceptor, Conn, Io};
 use crate::server::Server;
 use crate::stats::Stats;
+use crate::timers::{close_expired, close_longest_idle, Timers};
 
 // ANCHOR: state
 /// <asm-generic/fcntl.h>: the libc crate does not name these for glibc.
@@ -71,42 +73,62 @@ pub fn serve(listener: TcpListener, server: &Arc<Server>) -> io::Result<()> {
     // SAFETY: `raw` was built from a valid SigSet by sigaddset.
     let mask = unsafe { SigSet::from_sigset_t_unchecked(raw) };
     mask.thread_block()?;
-    // The longest wait, so that the loop looks at the stop flag as often as every
-    // other model does.
-    let tick = TimeSpec::from_duration(WAIT_TIMEOUT);
     let me = gettid();
     let mut acceptor = Acceptor::new(true)?;
     let mut conns: HashMap<RawFd, Conn> = HashMap::new();
+    let mut timers = Timers::new(&server.config);
+    let mut now = Instant::now();
+    // A stop request makes the waker's pipe readable, which raises our signal too.
+    let waker = server.waker()?;
+    signal_me(&*waker, me)?;
     signal_me(&listener, me)?;
     // Connections queued before the listener was armed sent no signal: take them now.
-    accept(&listener, &mut acceptor, &mut conns, me, server);
+    accept(
+        &listener,
+        &mut acceptor,
+        &mut conns,
+        &mut timers,
+        me,
+        server,
+    );
     let mut warned = false;
     // ANCHOR_END: setup
 
     while !server.stopping() {
         // ANCHOR: wait
         // One signal per call: the descriptor that became ready, or an overflow; or
-        // nothing within the tick.
-        let Some(info) = wait_signal(&mask, &tick)? else {
-            server.stats.waited(0, 0);
-            continue;
-        };
-        server.stats.waited(1, 1);
+        // none by the nearest deadline. Nothing else wakes us.
+        let timeout = timers.timeout(now).map(TimeSpec::from);
+        let info = wait_signal(&mask, timeout.as_ref())?;
+        server.stats.waited(1, info.is_some() as usize);
+        // One clock reading per turn, for every deadline the turn checks or starts.
+        now = Instant::now();
         // ANCHOR_END: wait
 
         // ANCHOR: dispatch
-        if info.signo == ready_signal() {
+        let signo = info.as_ref().map_or(0, |info| info.signo);
+        if let Some(info) = info.filter(|_| signo == ready_signal()) {
             let fd = info.fd;
             if fd == listener.as_raw_fd() {
-                accept(&listener, &mut acceptor, &mut conns, me, server);
+                accept(
+                    &listener,
+                    &mut acceptor,
+                    &mut conns,
+                    &mut timers,
+                    me,
+                    server,
+                );
             } else if let Some(conn) = conns.get_mut(&fd) {
                 readable(conn, server);
                 if conn.is_done() {
-                    close(&mut conns, fd, &server.stats);
+                    close(&mut conns, &mut timers, fd, &server.stats);
+                } else {
+                    timers.watch(fd as usize, conn, now);
                 }
             }
-            // (A signal for a descriptor closed since is stale: nothing to do.)
-        } else if info.signo == Signal::SIGIO as libc::c_int {
+            // (The waker's signal: the loop's condition sees the stop. A signal for a
+            // descriptor closed since is stale: nothing to do.)
+        } else if signo == Signal::SIGIO as libc::c_int {
             // ANCHOR: overflow
             // The real-time queue overflowed and events were lost: look at everything.
             if !warned {
@@ -116,20 +138,31 @@ pub fn serve(listener: TcpListener, server: &Arc<Server>) -> io::Result<()> {
                 );
                 warned = true;
             }
-            accept(&listener, &mut acceptor, &mut conns, me, server);
+            accept(
+                &listener,
+                &mut acceptor,
+                &mut conns,
+                &mut timers,
+                me,
+                server,
+            );
             Stats::add(&server.stats.fds_scanned, conns.len() as u64);
             let mut done = Vec::new();
             for (&fd, conn) in conns.iter_mut() {
                 readable(conn, server);
                 if conn.is_done() {
                     done.push(fd);
+                } else {
+                    timers.watch(fd as usize, conn, now);
                 }
             }
             for fd in done {
-                close(&mut conns, fd, &server.stats);
+                close(&mut conns, &mut timers, fd, &server.stats);
             }
             // ANCHOR_END: overflow
         }
+        // Then the deadlines: close every connection whose time ran out.
+        close_expired(&mut conns, &mut timers, now, &server.stats);
         // ANCHOR_END: dispatch
     }
     Ok(())
@@ -137,15 +170,22 @@ pub fn serve(listener: TcpListener, server: &Arc<Server>) -> io::Result<()> {
 
 // ANCHOR: accept
 /// Take every waiting connection, arm it, and read what it may have sent before it was
-/// armed (that arrival raised no signal).
+/// armed (that arrival raised no signal). Past the cap, the longest-idle keep-alive
+/// connection makes room (as nginx reuses one); with none idle, a 503.
 fn accept(
     listener: &TcpListener,
     acceptor: &mut Acceptor,
     conns: &mut HashMap<RawFd, Conn>,
+    timers: &mut Timers,
     me: Pid,
     server: &Server,
 ) {
-    for mut conn in acceptor.incoming(listener, server) {
+    let (now, stats) = (Instant::now(), &server.stats);
+    for newcomer in acceptor.incoming(listener, server) {
+        let make_room = || close_longest_idle(conns, timers, stats);
+        let Some(mut conn) = newcomer.admit(make_room, stats) else {
+            continue;
+        };
         // F_SETOWN_EX, F_SETSIG, F_GETFL, F_SETFL: four calls to arm one socket.
         server.stats.ctl_calls(4);
         if let Err(e) = signal_me(&conn.stream, me) {
@@ -155,8 +195,9 @@ fn accept(
         }
         readable(&mut conn, server);
         if conn.is_done() {
-            conn.close(&server.stats);
+            conn.close(stats);
         } else {
+            timers.watch(conn.fd() as usize, &conn, now);
             conns.insert(conn.fd(), conn);
         }
     }
@@ -215,22 +256,24 @@ fn readable(conn: &mut Conn, server: &Server) {
 // ANCHOR_END: writable
 
 // ANCHOR: close
-/// Nothing more will happen on this connection: drop it, which closes its descriptor
-/// (and with it the signals it would raise).
-fn close(conns: &mut HashMap<RawFd, Conn>, fd: RawFd, stats: &Stats) {
+/// Nothing more will happen on this connection: off its clock, and drop it, which
+/// closes its descriptor (and with it the signals it would raise).
+fn close(conns: &mut HashMap<RawFd, Conn>, timers: &mut Timers, fd: RawFd, stats: &Stats) {
+    timers.forget(fd as usize);
     let conn = conns.remove(&fd).expect("conn is present");
     conn.close(stats);
 }
 // ANCHOR_END: close
 
-/// Take one of the signals in `mask` queued for this thread, waiting at most `tick`;
-/// None when none came (or the wait was interrupted).
-fn wait_signal(mask: &SigSet, tick: &TimeSpec) -> io::Result<Option<PollInfo>> {
+/// Take one of the signals in `mask` queued for this thread, waiting at most `timeout`
+/// (None: until one comes); None when none came (or the wait was interrupted).
+fn wait_signal(mask: &SigSet, timeout: Option<&TimeSpec>) -> io::Result<Option<PollInfo>> {
+    let timeout = timeout.map_or(std::ptr::null(), |t| t.as_ref() as *const libc::timespec);
     // SAFETY: an all-zero siginfo_t is a valid value of this plain C struct.
     let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
-    // SAFETY: the three pointers are to live values of the types sigtimedwait expects;
-    // it writes only into `info`.
-    let signo = unsafe { libc::sigtimedwait(mask.as_ref(), &mut info, tick.as_ref()) };
+    // SAFETY: the pointers are to live values of the types sigtimedwait expects (the
+    // timeout may be null: wait for ever); it writes only into `info`.
+    let signo = unsafe { libc::sigtimedwait(mask.as_ref(), &mut info, timeout) };
     if signo < 0 {
         let e = io::Error::last_os_error();
         return match e.raw_os_error() {
