@@ -95,6 +95,9 @@ fn accept(listener: &TcpListener, acceptor: &mut Acceptor, idle: &Arc<Idle>, ser
     }
 }
 
+// ANCHOR_END: accept
+
+// ANCHOR: spawn
 /// Start a thread for `conn`. The connection is handed over only once the thread exists,
 /// so a failed spawn can still refuse it (with a 503) rather than drop it unseen.
 fn spawn(conn: Conn, server: &Arc<Server>, idle: &Arc<Idle>) {
@@ -123,7 +126,7 @@ fn spawn(conn: Conn, server: &Arc<Server>, idle: &Arc<Idle>) {
         }
     }
 }
-// ANCHOR_END: accept
+// ANCHOR_END: spawn
 
 // ANCHOR: serve_conn
 /// One connection's whole life, on its own thread: write what is pending, else read.
