@@ -185,6 +185,20 @@ pub const CHARTS: &[ChartSpec] = &[
         latency: false,
     },
     ChartSpec {
+        file: "slowloris.svg",
+        title: "Slow clients: 3,000 trickled headers, a 2 s header timeout",
+        experiment: Experiment::Slowloris,
+        y_desc: "% of slow connections no longer held after 4 s",
+        kind: Kind::Bars,
+        series: |run| {
+            run.series(Experiment::Slowloris, |p| {
+                p.slowloris.as_ref().map(|s| s.gone_pct())
+            })
+        },
+        sentence: report::slowloris,
+        latency: false,
+    },
+    ChartSpec {
         file: "wait-cost.svg",
         title: "Cost of one wait call with one descriptor ready (Kerrisk's table 63-9)",
         experiment: Experiment::WaitCost,

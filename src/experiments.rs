@@ -31,6 +31,18 @@ pub enum Experiment {
     Churn,
     Blocking,
     WaitCost,
+    Slowloris,
+}
+
+/// What drives an experiment's servers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Driver {
+    /// Our load generator: busy and idle connections, measured throughput.
+    LoadGenerator,
+    /// No server: the wait calls themselves, timed (`bench/wait_cost.rs`).
+    WaitCalls,
+    /// Slow clients trickling headers beside a few fresh ones (`bench/slowloris.rs`).
+    SlowClients,
 }
 
 /// What the x of an experiment counts, and so which field of a point holds it.
@@ -42,6 +54,8 @@ pub enum Axis {
     Connections,
     /// Descriptors watched by one wait call, no load at all (`Point::fds`).
     Descriptors,
+    /// Slow connections, each trickling a header (`Point::active`).
+    SlowConnections,
 }
 
 /// One entry of the table of experiments.
@@ -51,6 +65,7 @@ pub struct Facts {
     pub name: &'static str,
     /// Its heading in the report and the book.
     pub title: &'static str,
+    pub driver: Driver,
     /// What x counts, and its name on an axis and in a table header.
     pub axis: Axis,
     pub x_name: &'static str,
@@ -77,6 +92,7 @@ pub const EXPERIMENTS: &[Facts] = &[
         experiment: Experiment::Idle,
         name: "idle",
         title: "Idle connections: a few busy connections beside 0 … N idle ones",
+        driver: Driver::LoadGenerator,
         axis: Axis::Idle,
         x_name: "idle connections",
         y_name: "requests per second (2xx)",
@@ -95,6 +111,7 @@ pub const EXPERIMENTS: &[Facts] = &[
         experiment: Experiment::Active,
         name: "active",
         title: "Active connections: every connection busy, none idle",
+        driver: Driver::LoadGenerator,
         axis: Axis::Connections,
         x_name: "active connections",
         y_name: "requests per second (2xx)",
@@ -109,6 +126,7 @@ pub const EXPERIMENTS: &[Facts] = &[
         experiment: Experiment::Churn,
         name: "churn",
         title: "Connection churn: HTTP/1.0, a new connection per request",
+        driver: Driver::LoadGenerator,
         axis: Axis::Connections,
         x_name: "connections",
         y_name: "connections per second (one request each)",
@@ -123,6 +141,7 @@ pub const EXPERIMENTS: &[Facts] = &[
         experiment: Experiment::Blocking,
         name: "blocking",
         title: "Blocking work in the handler",
+        driver: Driver::LoadGenerator,
         axis: Axis::Connections,
         x_name: "connections",
         y_name: "requests per second (2xx)",
@@ -139,6 +158,7 @@ pub const EXPERIMENTS: &[Facts] = &[
         experiment: Experiment::WaitCost,
         name: "wait-cost",
         title: "The cost of one wait call (after Kerrisk)",
+        driver: Driver::WaitCalls,
         axis: Axis::Descriptors,
         x_name: "descriptors watched",
         y_name: "ns per wait",
@@ -148,6 +168,22 @@ pub const EXPERIMENTS: &[Facts] = &[
         blocking_path: false,
         peers: false,
         variants: &[],
+    },
+    Facts {
+        experiment: Experiment::Slowloris,
+        name: "slowloris",
+        title: "Slow clients: connections that trickle a header, beside fresh clients",
+        driver: Driver::SlowClients,
+        axis: Axis::SlowConnections,
+        x_name: "slow connections",
+        y_name: "% of slow connections no longer held after 4 s (header timeout 2 s)",
+        y: |p| p.slowloris.as_ref().map(|s| s.gone_pct()),
+        cpu_leads: false,
+        keep_alive: true,
+        blocking_path: false,
+        peers: false,
+        // The thread pool as it comes, and with its main thread buffering headers.
+        variants: &[("thread-pool", &[&[], &["--buffer-headers"]])],
     },
 ];
 
@@ -163,10 +199,9 @@ impl Experiment {
         self.facts().name
     }
 
-    /// Whether the load generator drives a server in it (wait-cost times the calls
-    /// themselves, with no server).
+    /// Whether it runs servers (wait-cost times the calls themselves, with none).
     pub fn has_load(self) -> bool {
-        self.facts().axis != Axis::Descriptors
+        self.facts().driver != Driver::WaitCalls
     }
 
     /// Every experiment, in the table's order.

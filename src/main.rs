@@ -297,10 +297,23 @@ fn serve(args: ServeArgs) -> Result<(), String> {
     let limit = servers::raise_fd_limit()
         .map_err(|e| format!("cannot read or raise the descriptor limit: {e}"))?;
     let mut config = config;
-    config.max_connections = args.max_connections.map_or_else(
-        || servers::default_max_connections(limit),
-        std::num::NonZeroUsize::get,
-    );
+    let watchable = model.max_fds.unwrap_or(limit).min(limit);
+    let ceiling = servers::default_max_connections(watchable);
+    config.max_connections = match args.max_connections.map(std::num::NonZeroUsize::get) {
+        Some(asked) if model.max_fds.is_none() || asked <= ceiling => asked,
+        asked => {
+            if model.max_fds.is_some_and(|fds| fds < limit) {
+                eprintln!(
+                    "iomodels: {} watches descriptors below {watchable} only ({}): at most \
+                     {ceiling} connections{}",
+                    model.name,
+                    model.limit,
+                    asked.map_or(String::new(), |a| format!(", not the {a} asked for"))
+                );
+            }
+            ceiling
+        }
+    };
     let addr = SocketAddr::new(args.bind, args.port);
     let listener = servers::listen(addr, config.backlog, model.reuse_port)
         .map_err(|e| format!("cannot listen on {addr}: {e}"))?;

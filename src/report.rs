@@ -152,6 +152,7 @@ type Extra = fn(&Run) -> String;
 const EXTRAS: &[(Experiment, Extra)] = &[
     (Experiment::Idle, |run| counters_md(run, None)),
     (Experiment::WaitCost, kerrisk_md),
+    (Experiment::Slowloris, slowloris_md),
 ];
 
 /// Whether a series belongs to one of the models `only` names (all when None): the
@@ -370,6 +371,44 @@ pub fn model_md(run: &Run, models: &[&str]) -> String {
     }
     md.push_str(LEGEND);
     md.push_str(&counters_md(run, Some(models)));
+    md
+}
+
+/// Per model: the slow connections held, evicted and turned away, and the fresh
+/// clients served beside them (medians of the repeats are not taken: one run each).
+fn slowloris_md(run: &Run) -> String {
+    let mut md = String::from(
+        "| server | slow opened | evicted in 4 s | answered 408 | turned away (503) | \
+         fresh served | slowest fresh (ms) |\n|---|---:|---:|---:|---:|---:|---:|\n",
+    );
+    for p in run
+        .points
+        .iter()
+        .filter(|p| p.experiment == Experiment::Slowloris)
+    {
+        let name = p.series_name();
+        match (&p.slowloris, &p.limit) {
+            (Some(s), _) => {
+                let worst = s.fresh_worst_ms.map_or("–".into(), |ms| format!("{ms:.0}"));
+                let _ = writeln!(
+                    md,
+                    "| {name} | {} | {} ({:.0}%) | {} | {} | {} of {} | {worst} |",
+                    thousands(s.opened as f64),
+                    thousands(s.evicted as f64),
+                    s.evicted_pct(),
+                    thousands(s.answered_408 as f64),
+                    thousands(s.answered_503 as f64),
+                    s.fresh_served,
+                    s.fresh,
+                );
+            }
+            (None, Some(limit)) => {
+                let _ = writeln!(md, "| {name} | limit: {} | | | | | |", limit.why);
+            }
+            (None, None) => {}
+        }
+    }
+    md.push('\n');
     md
 }
 
@@ -621,6 +660,41 @@ pub fn blocking(run: &Run) -> String {
          in parallel. Requests per second: {}.",
         parts.join(", ")
     )
+}
+
+pub fn slowloris(run: &Run) -> String {
+    let points: Vec<_> = run
+        .points
+        .iter()
+        .filter_map(|p| Some((p.series_name(), p.slowloris.as_ref()?)))
+        .collect();
+    let kept: Vec<String> = points
+        .iter()
+        .filter(|(_, s)| s.gone_pct() >= 95.0 && s.fresh_served == s.fresh)
+        .map(|(name, _)| name.clone())
+        .collect();
+    let taken: Vec<String> = points
+        .iter()
+        .filter(|(_, s)| s.fresh_served < s.fresh)
+        .map(|(name, s)| {
+            format!(
+                "{name} served {} of {} fresh clients",
+                s.fresh_served, s.fresh
+            )
+        })
+        .collect();
+    let mut sentence = format!(
+        "With a 2 s header timeout, {} of {} servers were rid of at least 95% of the slow \
+         connections within 4 s (evicted with a 408, or turned away with a 503 where they \
+         had no room) and served every fresh client beside them",
+        kept.len(),
+        points.len()
+    );
+    if !taken.is_empty() {
+        let _ = write!(sentence, "; {}", taken.join(", "));
+    }
+    sentence.push('.');
+    sentence
 }
 
 pub fn wait_cost(run: &Run) -> String {

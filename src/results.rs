@@ -12,6 +12,7 @@ use iomodels_servers::Snapshot;
 use serde::{Deserialize, Deserializer, Serialize};
 
 pub use crate::bench::quota::QuotaSetting;
+pub use crate::bench::slowloris::Slowloris;
 use crate::experiments::{Axis, Experiment};
 
 /// Bumped whenever a field changes meaning or goes away; `plot` refuses other versions.
@@ -140,6 +141,11 @@ pub struct Point {
     pub fds: Option<usize>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ns_per_wait: Option<f64>,
+    /// slowloris: slow connections opened, and what the server did with them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slow: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slowloris: Option<Slowloris>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub waits: Option<u64>,
     /// The load generator's whole report (absent for wait-cost and for points not run).
@@ -276,6 +282,7 @@ impl Point {
             Axis::Idle => self.idle,
             Axis::Connections => self.active,
             Axis::Descriptors => self.fds,
+            Axis::SlowConnections => self.slow,
         };
         x.unwrap_or(0) as f64
     }

@@ -295,7 +295,7 @@ pub struct Idle {
     pub established: u64,
     /// Answered their one check request with a 2xx.
     pub verified: u64,
-    /// Closed by the server after the ramp, during warm-up or the window.
+    /// Closed by the server after their check (at the ramp, the warm-up or the window).
     pub closed_by_server: u64,
 }
 

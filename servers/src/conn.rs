@@ -475,6 +475,7 @@ pub struct Acceptor {
     flags: SockFlag,
     spare: Option<File>,
     warned: bool,
+    warned_cap: bool,
 }
 
 /// Accepts share it (read), a shed takes it whole (write): while a spare is closed, no
@@ -491,7 +492,19 @@ impl Acceptor {
             flags,
             spare: Some(File::open("/dev/null")?),
             warned: false,
+            warned_cap: false,
         })
+    }
+
+    /// Say once that the cap is reached.
+    pub fn at_cap(&mut self, cap: usize) {
+        if !self.warned_cap {
+            eprintln!(
+                "iomodels: {cap} connections open, the cap (--max-connections): each \
+                 newcomer closes the longest-idle connection, or gets a 503 if none is idle"
+            );
+            self.warned_cap = true;
+        }
     }
 
     fn accept(&mut self, listener: &TcpListener, proto: Proto, stats: &Stats) -> Accepted {
@@ -589,6 +602,7 @@ impl Iterator for Incoming<'_> {
                     self.starved = false;
                     // Counted as accepted already: past the cap when open exceeds it.
                     if stats.open() > config.max_connections as u64 {
+                        self.acceptor.at_cap(config.max_connections);
                         return Some(Newcomer::Crowded(Some(conn)));
                     }
                     return Some(Newcomer::Room(conn));

@@ -50,6 +50,10 @@ pub struct Model {
     pub reuse_port: bool,
     /// Whether this kernel lets it run (io_uring may be disabled); Err says why.
     pub available: fn() -> Result<(), String>,
+    /// The descriptors it can watch, if fewer than the process may hold (select:
+    /// FD_SETSIZE): `--max-connections` defaults below it, so that a newcomer past it
+    /// makes room rather than get a descriptor it cannot watch.
+    pub max_fds: Option<u64>,
     /// The model it is read against (its header's "Against ..."): the book shows the
     /// diff between the two files. None for the first.
     pub neighbour: Option<&'static str>,
@@ -77,6 +81,7 @@ pub const MODELS: &[Model] = &[
         limit: "threads: stack memory and context switches",
         reuse_port: false,
         available: always,
+        max_fds: None,
         neighbour: None,
     },
     Model {
@@ -86,6 +91,7 @@ pub const MODELS: &[Model] = &[
         limit: "burns a whole CPU, even when idle",
         reuse_port: false,
         available: always,
+        max_fds: None,
         neighbour: Some("blocking"),
     },
     Model {
@@ -95,6 +101,7 @@ pub const MODELS: &[Model] = &[
         limit: "fd < FD_SETSIZE (1024); O(max fd) per call",
         reuse_port: false,
         available: always,
+        max_fds: Some(nix::sys::select::FD_SETSIZE as u64),
         neighbour: Some("busy-poll"),
     },
     Model {
@@ -104,6 +111,7 @@ pub const MODELS: &[Model] = &[
         limit: "O(n) per call",
         reuse_port: false,
         available: always,
+        max_fds: None,
         neighbour: Some("select"),
     },
     Model {
@@ -113,6 +121,7 @@ pub const MODELS: &[Model] = &[
         limit: "none of its own",
         reuse_port: false,
         available: always,
+        max_fds: None,
         neighbour: Some("poll"),
     },
     Model {
@@ -122,6 +131,7 @@ pub const MODELS: &[Model] = &[
         limit: "none of its own",
         reuse_port: false,
         available: always,
+        max_fds: None,
         neighbour: Some("epoll-lt"),
     },
     Model {
@@ -131,6 +141,7 @@ pub const MODELS: &[Model] = &[
         limit: "N requests at a time (--threads); the rest wait in the queue",
         reuse_port: false,
         available: always,
+        max_fds: None,
         neighbour: Some("blocking"),
     },
     Model {
@@ -140,6 +151,7 @@ pub const MODELS: &[Model] = &[
         limit: "one thread runs every handler: blocking work needs the executor",
         reuse_port: false,
         available: always,
+        max_fds: None,
         neighbour: Some("epoll-lt"),
     },
     Model {
@@ -150,6 +162,7 @@ pub const MODELS: &[Model] = &[
         limit: "the real-time signal queue; on overflow, a scan of every connection",
         reuse_port: false,
         available: always,
+        max_fds: None,
         neighbour: Some("epoll-et"),
     },
     Model {
@@ -159,6 +172,7 @@ pub const MODELS: &[Model] = &[
         limit: "the kernel must allow io_uring; buffers belong to the kernel in flight",
         reuse_port: false,
         available: models::io_uring::available,
+        max_fds: None,
         neighbour: Some("epoll-et"),
     },
     Model {
@@ -168,6 +182,7 @@ pub const MODELS: &[Model] = &[
         limit: "the cores; a connection stays on the loop it landed on",
         reuse_port: true,
         available: always,
+        max_fds: None,
         neighbour: Some("epoll-et"),
     },
 ];

@@ -11,6 +11,7 @@ pub mod machine;
 pub mod peers;
 pub mod plan;
 pub mod quota;
+pub mod slowloris;
 pub mod wait_cost;
 
 use std::collections::HashMap;
@@ -25,7 +26,7 @@ use iomodels_servers::{self as servers, Snapshot};
 use nix::sched::{sched_setaffinity, CpuSet};
 use nix::unistd::Pid;
 
-use crate::experiments::{Axis, Experiment};
+use crate::experiments::{Axis, Driver, Experiment};
 use crate::results::{
     CrossCheck, Limit, Point, Run, ServerMetrics, ServerTimeouts, Settings, SCHEMA_VERSION,
 };
@@ -70,10 +71,11 @@ struct Job {
 
 impl Job {
     fn point(&self) -> Point {
-        let (idle, active, fds) = match self.experiment.facts().axis {
-            Axis::Idle => (Some(self.x), Some(self.busy), None),
-            Axis::Connections => (None, Some(self.x), None),
-            Axis::Descriptors => (None, None, Some(self.x)),
+        let (idle, active, fds, slow) = match self.experiment.facts().axis {
+            Axis::Idle => (Some(self.x), Some(self.busy), None, None),
+            Axis::Connections => (None, Some(self.x), None, None),
+            Axis::Descriptors => (None, None, Some(self.x), None),
+            Axis::SlowConnections => (None, None, None, Some(self.x)),
         };
         Point {
             experiment: self.experiment,
@@ -83,6 +85,7 @@ impl Job {
             idle,
             active,
             fds,
+            slow,
             ..Point::default()
         }
     }
@@ -315,7 +318,16 @@ fn measure(ctx: &Context, job: &Job) -> Point {
         )
     } else {
         let mut args = job.args.clone();
-        args.extend(ServerTimeouts::suite().args());
+        if facts.driver == Driver::SlowClients {
+            // The timeout is the lesson here (recorded with what it found).
+            let timeouts = ServerTimeouts {
+                header: slowloris::HEADER_TIMEOUT.into(),
+                idle: "off".into(),
+            };
+            args.extend(timeouts.args());
+        } else {
+            args.extend(ServerTimeouts::suite().args());
+        }
         Server::ours(
             &ctx.options.exe,
             &job.model,
@@ -331,6 +343,17 @@ fn measure(ctx: &Context, job: &Job) -> Point {
             return point;
         }
     };
+
+    if facts.driver == Driver::SlowClients {
+        match slowloris::probe(server.addr, job.x) {
+            Ok(found) => point.slowloris = Some(found),
+            Err(e) => point.limit = Some(server.limit(e)),
+        }
+        if let Err(e) = server.check_alive().and_then(|()| server.stop()) {
+            point.limit.get_or_insert(Limit::new(e));
+        }
+        return point;
+    }
 
     let mut config = loadgen::Config::new(server.addr);
     config.connections = point.active.unwrap_or(1).max(1);
@@ -509,6 +532,17 @@ fn log(bar: &ProgressBar, what: &str, p: &Point) {
         format!("LIMIT: {limit}")
     } else if let Some(ns) = p.ns_per_wait {
         format!("{ns:.0} ns per wait")
+    } else if let Some(s) = &p.slowloris {
+        format!(
+            "{} of {} slow connections gone within 4 s ({} answered 408, {} turned away); \
+             {} of {} fresh clients served",
+            s.evicted + s.answered_503,
+            s.opened,
+            s.answered_408,
+            s.answered_503,
+            s.fresh_served,
+            s.fresh
+        )
     } else if let Some(l) = &p.load {
         format!(
             "{:.0} req/s, p99 {:.2} ms{}{}",

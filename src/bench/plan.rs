@@ -34,6 +34,8 @@ impl Profile {
                 blocking: (20, "/sleep/100"),
                 wait_fds: vec![10, 100, 1000, 10_000],
                 wait_budget: Duration::from_millis(200),
+                // Some 10 s a model: past the quick profile's minutes.
+                slowloris: Vec::new(),
             },
             Profile::Full => Plan {
                 warmup: Duration::from_secs(1),
@@ -46,6 +48,7 @@ impl Profile {
                 blocking: (20, "/sleep/100"),
                 wait_fds: vec![10, 100, 1000, 10_000],
                 wait_budget: Duration::from_secs(1),
+                slowloris: vec![3000],
             },
         }
     }
@@ -65,6 +68,8 @@ pub(super) struct Plan {
     pub(super) blocking: (usize, &'static str),
     pub(super) wait_fds: Vec<usize>,
     pub(super) wait_budget: Duration,
+    /// Slow connections beside the fresh clients (slowloris).
+    pub(super) slowloris: Vec<usize>,
 }
 
 impl Plan {
@@ -76,6 +81,7 @@ impl Plan {
             Experiment::Churn => self.churn.clone(),
             Experiment::Blocking => vec![self.blocking.0],
             Experiment::WaitCost => self.wait_fds.clone(),
+            Experiment::Slowloris => self.slowloris.clone(),
         }
     }
 }

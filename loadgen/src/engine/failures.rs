@@ -17,9 +17,9 @@ impl Worker<'_> {
         let measured = conn.in_flight.iter().filter(|r| r.measured).count() as u64;
         if role == Role::Idle {
             if conn.checked {
-                if self.window.is_some() {
-                    self.tally.idle_closed_by_server += 1;
-                }
+                // Held, verified, then let go: whenever it happens (at the ramp too, when
+                // a server at its cap closes it for a newcomer), it was not held.
+                self.tally.idle_closed_by_server += 1;
             } else {
                 conn.checked = true; // the check failed: it is not verified
                 self.tally.error(class);

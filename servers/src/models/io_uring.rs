@@ -250,7 +250,12 @@ impl Uring {
             let conn = Conn::new(stream, server.config.proto);
             // Past the cap, the longest-idle keep-alive connection makes room (as nginx
             // reuses one); with none idle, a 503.
-            if stats.open() > server.config.max_connections as u64 && !self.evict_idle(stats) {
+            let (cap, crowded) = (server.config.max_connections, stats.open());
+            let crowded = crowded > cap as u64;
+            if crowded {
+                acceptor.at_cap(cap);
+            }
+            if crowded && !self.evict_idle(stats) {
                 conn.refuse(stats);
             } else {
                 self.adopt(conn, stats);
