@@ -538,8 +538,9 @@ fn client_reset_mid_response(model: &'static str) {
     assert_eq!(counters.accepted, 4, "{model}");
 }
 
-/// 2000 connections at once. select cannot watch descriptors past FD_SETSIZE: those
-/// must be refused cleanly (a 503, or a close) while the rest are answered.
+/// 2000 connections at once, every one answered. select cannot watch descriptors past
+/// FD_SETSIZE: its cap is below it (and it says so), so each newcomer past the cap
+/// closes the longest-idle connection, one already answered.
 fn concurrent_2000(model: &'static str) {
     let server = Server::start(model, &[]);
     let total = 2000;
@@ -559,16 +560,12 @@ fn concurrent_2000(model: &'static str) {
             None => refused += 1,
         }
     }
+    assert_eq!(answered, total, "{model}: {refused} refused");
     if model == "select" {
-        assert!(answered > 900, "{model}: only {answered} answered");
-        assert_eq!(answered + refused, total, "{model}");
-        assert!(refused > 900, "{model}: only {refused} refused");
         assert!(
             server.logged("FD_SETSIZE"),
             "{model}: no message naming the limit"
         );
-    } else {
-        assert_eq!(answered, total, "{model}: {refused} refused");
     }
     for client in clients {
         client.reset();
@@ -576,13 +573,9 @@ fn concurrent_2000(model: &'static str) {
     server.wait_until_serving("after the 2000");
     let counters = server.stop_for_counters();
     assert!(counters.accepted as usize > total, "{model}: {counters:?}");
+    assert_eq!(counters.refused, 0, "{model}: {counters:?}");
     if model == "select" {
-        assert!(
-            counters.refused as usize >= refused,
-            "{model}: {counters:?}"
-        );
-    } else {
-        assert_eq!(counters.refused, 0, "{model}: {counters:?}");
+        assert!(counters.overload_evictions > 900, "{model}: {counters:?}");
     }
 }
 
