@@ -6,7 +6,7 @@ use comfy_table::{presets::UTF8_FULL_CONDENSED, Table};
 
 use crate::charts::ChartSpec;
 use crate::experiments::{Experiment, EXPERIMENTS};
-use crate::results::{Point, Run, Series};
+use crate::results::{Point, Run, Series, Slowloris};
 
 /// Kerrisk's seconds for 100,000 monitoring operations (The Linux Programming
 /// Interface, table 63-9), at N = 10, 100, 1000, 10000 descriptors.
@@ -374,38 +374,65 @@ pub fn model_md(run: &Run, models: &[&str]) -> String {
     md
 }
 
-/// Per model: the slow connections held, evicted and turned away, and the fresh
-/// clients served beside them (medians of the repeats are not taken: one run each).
-fn slowloris_md(run: &Run) -> String {
-    let mut md = String::from(
-        "| server | slow opened | evicted in 4 s | answered 408 | turned away (503) | \
-         fresh served | slowest fresh (ms) |\n|---|---:|---:|---:|---:|---:|---:|\n",
-    );
+/// Per server, its median repeat of the slowloris experiment (by what was gone after
+/// the window), in the order the servers ran.
+fn slowloris_medians(run: &Run) -> Vec<(String, &Slowloris)> {
+    let mut order: Vec<String> = Vec::new();
+    let mut repeats: Vec<Vec<&Slowloris>> = Vec::new();
     for p in run
         .points
         .iter()
         .filter(|p| p.experiment == Experiment::Slowloris)
     {
+        let Some(found) = &p.slowloris else { continue };
         let name = p.series_name();
-        match (&p.slowloris, &p.limit) {
-            (Some(s), _) => {
-                let worst = s.fresh_worst_ms.map_or("–".into(), |ms| format!("{ms:.0}"));
-                let _ = writeln!(
-                    md,
-                    "| {name} | {} | {} ({:.0}%) | {} | {} | {} of {} | {worst} |",
-                    thousands(s.opened as f64),
-                    thousands(s.evicted as f64),
-                    s.evicted_pct(),
-                    thousands(s.answered_408 as f64),
-                    thousands(s.answered_503 as f64),
-                    s.fresh_served,
-                    s.fresh,
-                );
+        match order.iter().position(|n| *n == name) {
+            Some(i) => repeats[i].push(found),
+            None => {
+                order.push(name);
+                repeats.push(vec![found]);
             }
-            (None, Some(limit)) => {
-                let _ = writeln!(md, "| {name} | limit: {} | | | | | |", limit.why);
-            }
-            (None, None) => {}
+        }
+    }
+    order
+        .into_iter()
+        .zip(repeats)
+        .map(|(name, mut found)| {
+            found.sort_by(|a, b| a.gone_pct().total_cmp(&b.gone_pct()));
+            (name, found[found.len() / 2])
+        })
+        .collect()
+}
+
+/// Per server: the slow connections held, evicted and turned away, and the fresh
+/// clients served beside them (the median repeat).
+fn slowloris_md(run: &Run) -> String {
+    let mut md = String::from(
+        "Each server's median repeat:\n\n\
+         | server | slow opened | evicted in 4 s | answered 408 | turned away (503) | \
+         fresh served | slowest fresh (ms) |\n|---|---:|---:|---:|---:|---:|---:|\n",
+    );
+    for (name, s) in slowloris_medians(run) {
+        let worst = s.fresh_worst_ms.map_or("–".into(), |ms| format!("{ms:.0}"));
+        let _ = writeln!(
+            md,
+            "| {name} | {} | {} ({:.0}%) | {} | {} | {} of {} | {worst} |",
+            thousands(s.opened as f64),
+            thousands(s.evicted as f64),
+            s.evicted_pct(),
+            thousands(s.answered_408 as f64),
+            thousands(s.answered_503 as f64),
+            s.fresh_served,
+            s.fresh,
+        );
+    }
+    for p in run
+        .points
+        .iter()
+        .filter(|p| p.experiment == Experiment::Slowloris)
+    {
+        if let Some(limit) = &p.limit {
+            let _ = writeln!(md, "\n{}: limit: {}", p.series_name(), limit.why);
         }
     }
     md.push('\n');
@@ -663,11 +690,7 @@ pub fn blocking(run: &Run) -> String {
 }
 
 pub fn slowloris(run: &Run) -> String {
-    let points: Vec<_> = run
-        .points
-        .iter()
-        .filter_map(|p| Some((p.series_name(), p.slowloris.as_ref()?)))
-        .collect();
+    let points = slowloris_medians(run);
     let kept: Vec<String> = points
         .iter()
         .filter(|(_, s)| s.gone_pct() >= 95.0 && s.fresh_served == s.fresh)

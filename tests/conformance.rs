@@ -539,8 +539,9 @@ fn client_reset_mid_response(model: &'static str) {
 }
 
 /// 2000 connections at once, every one answered. select cannot watch descriptors past
-/// FD_SETSIZE: its cap is below it (and it says so), so each newcomer past the cap
-/// closes the longest-idle connection, one already answered.
+/// FD_SETSIZE: its cap is below it (and it says so), so a newcomer past the cap closes
+/// the longest-idle connection, one already answered; when none is idle yet (every
+/// connection still waiting for its request to be read), the newcomer gets a 503.
 fn concurrent_2000(model: &'static str) {
     let server = Server::start(model, &[]);
     let total = 2000;
@@ -560,12 +561,14 @@ fn concurrent_2000(model: &'static str) {
             None => refused += 1,
         }
     }
-    assert_eq!(answered, total, "{model}: {refused} refused");
     if model == "select" {
+        assert!(answered > 900, "{model}: only {answered} answered");
         assert!(
             server.logged("FD_SETSIZE"),
             "{model}: no message naming the limit"
         );
+    } else {
+        assert_eq!(answered, total, "{model}: {refused} refused");
     }
     for client in clients {
         client.reset();
@@ -573,9 +576,16 @@ fn concurrent_2000(model: &'static str) {
     server.wait_until_serving("after the 2000");
     let counters = server.stop_for_counters();
     assert!(counters.accepted as usize > total, "{model}: {counters:?}");
-    assert_eq!(counters.refused, 0, "{model}: {counters:?}");
     if model == "select" {
-        assert!(counters.overload_evictions > 900, "{model}: {counters:?}");
+        // Every connection past the cap either made room or was turned away.
+        let past_cap = counters.overload_evictions + counters.refused;
+        assert!(past_cap as usize >= total - 960, "{model}: {counters:?}");
+        assert!(
+            counters.refused as usize >= refused,
+            "{model}: {counters:?}"
+        );
+    } else {
+        assert_eq!(counters.refused, 0, "{model}: {counters:?}");
     }
 }
 
@@ -994,6 +1004,58 @@ fn thread_pool_idle_keep_alive_connections_hold_no_worker() {
     let mut next = server.connect();
     assert_eq!(next.get("/").body, HELLO);
     assert_eq!(held[0].get("/").body, HELLO, "an idle one is served again");
+}
+
+/// Slow clients take a classic pool's workers: two slow headers hold both workers, and
+/// a fresh client waits behind them. With --buffer-headers the main thread holds the
+/// slow headers and the workers stay free.
+#[test]
+fn thread_pool_slow_headers_hold_workers_unless_buffered() {
+    for (args, fresh_served) in [
+        (&["--threads", "2"][..], false),
+        (&["--threads", "2", "--buffer-headers"][..], true),
+    ] {
+        let server = Server::start("thread-pool", args);
+        let mut slow: Vec<Client> = (0..2).map(|_| server.connect()).collect();
+        for client in &mut slow {
+            client.send(b"GET / HTTP/1.1\r\nHost: t\r\n");
+        }
+        thread::sleep(Duration::from_millis(200));
+        let mut fresh = server.connect();
+        fresh
+            .stream
+            .set_read_timeout(Some(Duration::from_millis(800)))
+            .unwrap();
+        fresh.send(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n");
+        let answer = fresh.response();
+        assert_eq!(answer.is_ok(), fresh_served, "{args:?}: {answer:?}");
+        // The slow ones finish their headers: each is answered.
+        for client in &mut slow {
+            client.send(b"\r\n");
+            assert_eq!(
+                client.response().expect("an answer").body,
+                HELLO,
+                "{args:?}"
+            );
+        }
+    }
+}
+
+/// With --buffer-headers the main thread reads and the workers answer: pipelined and
+/// split requests, and blocking work, come out as in the classic form.
+#[test]
+fn thread_pool_buffered_headers_answer_as_the_classic_pool() {
+    let server = Server::start("thread-pool", &["--buffer-headers", "--threads", "2"]);
+    let mut client = server.connect();
+    client.send(b"GET /bytes/5 HTTP/1.1\r\nHo");
+    thread::sleep(Duration::from_millis(50));
+    client.send(b"st: t\r\n\r\nGET /sleep/50 HTTP/1.1\r\nHost: t\r\n\r\nGET / HTTP/1.1\r\n");
+    thread::sleep(Duration::from_millis(50));
+    client.send(b"Host: t\r\n\r\n");
+    assert_eq!(client.response().unwrap().body, pattern(5));
+    assert_eq!(client.response().unwrap().body, b"slept\n");
+    assert_eq!(client.response().unwrap().body, HELLO);
+    assert_eq!(client.get("/bytes/100000").body, pattern(100_000));
 }
 
 #[test]

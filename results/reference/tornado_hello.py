@@ -11,7 +11,7 @@ class MainHandler(tornado.web.RequestHandler):
 
 async def main():
     app = tornado.web.Application([(r"/", MainHandler)])
-    app.listen(32979, address="127.0.0.1", backlog=4096)
+    app.listen(46003, address="127.0.0.1", backlog=4096)
     await asyncio.Event().wait()
 
 

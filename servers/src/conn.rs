@@ -161,6 +161,7 @@ impl Conn {
         self.input.len()
     }
 
+    // ANCHOR: timeout
     /// The clock this connection waits on ([`crate::timers`]): the header's while a
     /// request is incomplete (or nothing has come since the accept), the idle one between
     /// requests, none while it is answered (output pending, blocking work running) or
@@ -198,6 +199,7 @@ impl Conn {
         }
         self.closing = true;
     }
+    // ANCHOR_END: timeout
 
     /// With [`Conn::offload`]: the blocking work the handler asked for, once. The
     /// connection waits (no reading, its answer held) until [`Conn::finish_work`].

@@ -162,6 +162,7 @@ impl Server {
     }
 }
 
+// ANCHOR: waker
 /// The self-pipe trick (D. J. Bernstein): a pipe whose read end a loop watches with its
 /// sockets, and whose write end any thread may write one byte into, so that the loop's
 /// wait returns without a timeout to poll a flag with. Tornado's IOLoop wakes itself the
@@ -194,6 +195,7 @@ impl Waker {
         self.read.as_raw_fd()
     }
 }
+// ANCHOR_END: waker
 
 impl AsFd for Waker {
     fn as_fd(&self) -> BorrowedFd<'_> {

@@ -100,6 +100,7 @@ impl Timers {
         }
     }
 
+    // ANCHOR: watch
     /// Put `token` on the clock its connection's state calls for, as of `now`: started
     /// if it was on none or the other, restarted if the connection answered a request
     /// since, left alone otherwise. O(1).
@@ -129,6 +130,7 @@ impl Timers {
             self.push_back(token, clock, served, now);
         }
     }
+    // ANCHOR_END: watch
 
     /// Take `token` off its clock (its connection is closing).
     pub fn forget(&mut self, token: usize) {
@@ -137,6 +139,7 @@ impl Timers {
         }
     }
 
+    // ANCHOR: nearest
     /// The nearest deadline: the earlier of the two lists' fronts.
     pub fn nearest(&self) -> Option<Instant> {
         self.lists
@@ -190,6 +193,7 @@ impl Timers {
             token
         })
     }
+    // ANCHOR_END: nearest
 
     fn push_back(&mut self, token: usize, clock: Timeout, served: u64, now: Instant) {
         let list = &mut self.lists[clock as usize];
