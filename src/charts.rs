@@ -200,7 +200,7 @@ pub const CHARTS: &[ChartSpec] = &[
     },
     ChartSpec {
         file: "wait-cost.svg",
-        title: "Cost of one wait call with one descriptor ready (Kerrisk's table 63-9)",
+        title: "Cost of one wait call with one descriptor ready (after Kerrisk)",
         experiment: Experiment::WaitCost,
         y_desc: "nanoseconds per call (log scale)",
         kind: Kind::Lines {
