@@ -626,20 +626,47 @@ fn short(v: f64) -> String {
     }
 }
 
+/// What an idle connection costs where it costs more than a descriptor and a few
+/// small buffers.
+const MEMORY_WHY: &[(&str, &str)] = &[
+    ("blocking", "a thread: its stack and its kernel task"),
+    (
+        "io-uring --uring-mode basic",
+        "a receive buffer of its own, held by the kernel while it waits",
+    ),
+    (
+        "tornado",
+        "Python objects (a socket, an IOStream and its buffers) on its one thread",
+    ),
+];
+
 pub fn memory_per_connection(run: &Run) -> String {
-    let parts: Vec<String> = run
-        .memory_per_idle_connection()
+    let per_idle = run.memory_per_idle_connection();
+    let parts: Vec<String> = per_idle
         .iter()
         .filter_map(|s| {
             let last = s.values.last()?;
             Some(format!("{} {:.1} KiB", s.name, last.1))
         })
         .collect();
-    format!(
+    let why: Vec<String> = MEMORY_WHY
+        .iter()
+        .filter(|(name, _)| per_idle.iter().any(|s| s.name == *name))
+        .map(|(name, why)| format!("{name} pays for {why}"))
+        .collect();
+    let mut sentence = format!(
         "Resident memory each idle connection adds, at the most idle connections each \
-         model held: {} (a thread per connection pays for its stack and kernel task).",
+         model held: {}.",
         parts.join(", ")
-    )
+    );
+    if !why.is_empty() {
+        let _ = write!(
+            sentence,
+            " Where it is more than a few hundred bytes: {}.",
+            why.join("; ")
+        );
+    }
+    sentence
 }
 
 pub fn active_throughput(run: &Run) -> String {
