@@ -12,7 +12,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use iomodels::bench::{self, peers, Profile};
 use iomodels::experiments::Experiment;
 use iomodels_loadgen as loadgen;
-use iomodels_servers::{self as servers, Config, EtDrain, Proto, UringMode, MODELS};
+use iomodels_servers::{self as servers, Config, EtDrain, Proto, UringMode, Waits, MODELS};
 
 #[derive(Parser)]
 #[command(
@@ -178,6 +178,10 @@ struct ServeArgs {
     /// [default: min(32, CPUs + 4), as Python's ThreadPoolExecutor].
     #[arg(long)]
     executor: Option<usize>,
+    /// `reactor` only: how a `/wait/MS` waits: a coroutine awaiting a sleep, a timer's
+    /// callback, or a thread of the executor (with `--executor 0`, the loop sleeps).
+    #[arg(long, value_enum, default_value_t = WaitsArg::Coroutine)]
+    waits: WaitsArg,
     /// `thread-pool`: workers [default: 16]; `epoll-mt`: loops [default: one per CPU].
     #[arg(long)]
     threads: Option<std::num::NonZeroUsize>,
@@ -236,6 +240,13 @@ enum EtDrainArg {
 }
 
 #[derive(Clone, Copy, ValueEnum)]
+enum WaitsArg {
+    Coroutine,
+    Callback,
+    Executor,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
 enum UringModeArg {
     Multishot,
     Basic,
@@ -279,6 +290,11 @@ fn serve(args: ServeArgs) -> Result<(), String> {
         backlog: args.backlog,
         stack_size: args.stack_size,
         executor: args.executor.unwrap_or_else(servers::default_executor),
+        waits: match args.waits {
+            WaitsArg::Coroutine => Waits::Coroutine,
+            WaitsArg::Callback => Waits::Callback,
+            WaitsArg::Executor => Waits::Executor,
+        },
         threads: args.threads.map(std::num::NonZeroUsize::get),
         et_drain: match args.et_drain {
             EtDrainArg::ShortRead => EtDrain::ShortRead,

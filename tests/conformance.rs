@@ -387,6 +387,22 @@ fn root_and_bytes(model: &'static str) {
     );
 }
 
+/// `/wait/MS` answers no sooner than asked, and the connection goes on (every model:
+/// the reactor with a timer, the others by sleeping whatever thread serves it).
+fn wait_answers_after_its_delay(model: &'static str) {
+    let server = Server::start(model, &[]);
+    let mut client = server.connect();
+    let asked = Instant::now();
+    let resp = client.get("/wait/120");
+    assert!(asked.elapsed() >= Duration::from_millis(120), "{model}");
+    assert_eq!(
+        (resp.status, resp.body.as_slice()),
+        (200, &b"waited\n"[..]),
+        "{model}"
+    );
+    assert_eq!(client.get("/").body, HELLO, "{model}");
+}
+
 fn keep_alive(model: &'static str) {
     let server = Server::start(model, &[]);
     let mut client = server.connect();
@@ -848,6 +864,7 @@ macro_rules! conformance {
             mod $module {
                 suite!($model:
                     root_and_bytes,
+                    wait_answers_after_its_delay,
                     keep_alive,
                     pipelining,
                     split_writes,
@@ -956,6 +973,80 @@ fn reactor_without_an_executor_stalls_the_loop() {
     let server = Server::start("reactor", &["--executor", "0"]);
     assert_eq!(answered_first(&server), "slow");
     assert_eq!(server.stop_for_counters().threads_peak, 1);
+}
+
+/// Twenty connections that each ask `/wait/300` at once, on one thread with no
+/// executor: every way of waiting but a thread's sleep overlaps the twenty waits.
+/// Returns how long the last answer took.
+fn twenty_waits(waits: &str) -> (Duration, u64) {
+    let server = Server::start("reactor", &["--executor", "0", "--waits", waits]);
+    let mut clients: Vec<Client> = (0..20).map(|_| server.connect()).collect();
+    let asked = Instant::now();
+    for client in &mut clients {
+        client.send(b"GET /wait/300 HTTP/1.1\r\nHost: t\r\n\r\n");
+    }
+    for client in &mut clients {
+        assert_eq!(client.response().unwrap().body, b"waited\n", "{waits}");
+    }
+    let took = asked.elapsed();
+    (took, server.stop_for_counters().threads_peak)
+}
+
+#[test]
+fn reactor_coroutines_and_callbacks_wait_without_a_thread() {
+    for waits in ["coroutine", "callback"] {
+        let (took, threads) = twenty_waits(waits);
+        assert!(took >= Duration::from_millis(300), "{waits}: {took:?}");
+        // Twenty 300 ms sleeps in turn would take 6 s.
+        assert!(
+            took < Duration::from_secs(3),
+            "{waits}: the waits did not overlap: {took:?}"
+        );
+        assert_eq!(threads, 1, "{waits}: the loop's thread only");
+    }
+}
+
+#[test]
+fn reactor_waiting_on_the_loop_without_an_executor_serialises_the_waits() {
+    let (took, threads) = twenty_waits("executor");
+    assert!(took >= Duration::from_millis(20 * 300), "{took:?}");
+    assert_eq!(threads, 1);
+}
+
+/// Pipelined waits answer in order, whichever way they wait.
+#[test]
+fn reactor_pipelined_waits_keep_their_order() {
+    for waits in ["coroutine", "callback", "executor"] {
+        let server = Server::start("reactor", &["--executor", "2", "--waits", waits]);
+        let mut client = server.connect();
+        client.send(b"GET /wait/60 HTTP/1.1\r\nHost: t\r\n\r\nGET / HTTP/1.1\r\nHost: t\r\n\r\nGET /wait/10 HTTP/1.1\r\nHost: t\r\n\r\nGET /sleep/10 HTTP/1.1\r\nHost: t\r\n\r\n");
+        let bodies: Vec<Vec<u8>> = (0..4).map(|_| client.response().unwrap().body).collect();
+        assert_eq!(
+            bodies,
+            [
+                b"waited\n".to_vec(),
+                HELLO.to_vec(),
+                b"waited\n".to_vec(),
+                b"slept\n".to_vec()
+            ],
+            "{waits}"
+        );
+    }
+}
+
+/// A client that leaves while its coroutine waits: the wait ends on a closed
+/// connection, and the loop goes on serving.
+#[test]
+fn reactor_coroutine_outlives_its_connection() {
+    let server = Server::start("reactor", &["--executor", "0"]);
+    let mut gone = server.connect();
+    gone.send(b"GET /wait/200 HTTP/1.1\r\nHost: t\r\n\r\n");
+    drop(gone);
+    thread::sleep(Duration::from_millis(300));
+    let mut client = server.connect();
+    assert_eq!(client.get("/wait/10").body, b"waited\n");
+    let counters = server.stop_for_counters();
+    assert_eq!(counters.requests, 2, "{counters:?}");
 }
 
 /// A pipelined request behind blocking work waits for it, and the answers keep their

@@ -405,10 +405,11 @@ impl Conn {
 }
 
 /// Run the handler's blocking work on the calling thread: the whole point of `/sleep` is
-/// that an event loop stalls here while a thread-per-connection server does not.
+/// that an event loop stalls here while a thread-per-connection server does not. A
+/// `/wait` run here is a sleep too: only the reactor has a timer for it.
 pub fn run_work(work: Work) {
     match work {
-        Work::Sleep(d) => std::thread::sleep(d),
+        Work::Sleep(d) | Work::Wait(d) => std::thread::sleep(d),
         Work::Spin(d) => {
             let start = Instant::now();
             while start.elapsed() < d {

@@ -9,8 +9,9 @@
 //! Protocols: `echo` (bytes back as they came) and `http` (HTTP/1.0 and 1.1, keep-alive by
 //! each version's rules, pipelining). Routes: `/` a small fixed body, `/bytes/N` an N-byte
 //! body (streamed, so a large one exercises partial writes without a large buffer),
-//! `/sleep/MS` blocking work and `/spin/US` CPU work (both handed back as [`Work`] for the
-//! connection to run, since running them needs a clock).
+//! `/sleep/MS` blocking work, `/wait/MS` a wait that needs no thread, and `/spin/US` CPU
+//! work (all handed back as [`Work`] for the connection to run, since running them needs
+//! a clock).
 //!
 //! Memory is bounded: the handler stops producing once the output holds
 //! [`OUTPUT_HIGH_WATER`] bytes and resumes when called again after a flush.
@@ -25,7 +26,7 @@ pub const MAX_HEADERS: usize = 64;
 pub const OUTPUT_HIGH_WATER: usize = 64 * 1024;
 /// The largest `/bytes/N` (the body is generated as it is sent, never held whole).
 pub const MAX_BODY_BYTES: u64 = 1 << 30;
-/// The longest `/sleep/MS`.
+/// The longest `/sleep/MS` and `/wait/MS`.
 pub const MAX_SLEEP_MS: u64 = 60_000;
 /// The longest `/spin/US`.
 pub const MAX_SPIN_US: u64 = 10_000_000;
@@ -56,6 +57,10 @@ impl Proto {
 pub enum Work {
     /// Block the calling thread: the lesson of never blocking an event loop.
     Sleep(Duration),
+    /// Answer this much later, holding no thread: what a timer or a coroutine's
+    /// `await sleep(…)` does on an event loop (the reactor). A model with no timer for
+    /// its application's code runs it as a [`Work::Sleep`].
+    Wait(Duration),
     /// Burn CPU for this long.
     Spin(Duration),
 }
@@ -329,6 +334,10 @@ fn route(path: &str) -> Option<(Body, Option<Work>)> {
     if let Some(ms) = number("/sleep/", MAX_SLEEP_MS) {
         let work = Work::Sleep(Duration::from_millis(ms));
         return Some((Body::Fixed(b"slept\n"), Some(work)));
+    }
+    if let Some(ms) = number("/wait/", MAX_SLEEP_MS) {
+        let work = Work::Wait(Duration::from_millis(ms));
+        return Some((Body::Fixed(b"waited\n"), Some(work)));
     }
     if let Some(us) = number("/spin/", MAX_SPIN_US) {
         let work = Work::Spin(Duration::from_micros(us));

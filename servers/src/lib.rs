@@ -31,7 +31,7 @@ use signal_hook::iterator::Signals;
 pub use handler::Proto;
 pub use server::{
     default_executor, default_max_connections, listen, raise_fd_limit, Config, EtDrain, ServeFn,
-    Server, UringMode,
+    Server, UringMode, Waits,
 };
 pub use stats::{Snapshot, Stats};
 

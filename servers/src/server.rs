@@ -27,6 +27,8 @@ pub struct Config {
     pub stack_size: usize,
     /// `reactor`: threads running blocking work off the loop (0: on the loop).
     pub executor: usize,
+    /// `reactor`: how a `/wait` waits on the loop.
+    pub waits: Waits,
     /// `thread-pool`: workers; `epoll-mt`: loops. None: the model's default.
     pub threads: Option<usize>,
     /// `epoll-et`: when a drain stops reading.
@@ -59,6 +61,22 @@ pub enum EtDrain {
     Eagain,
 }
 
+/// `reactor`: how a handler that must wait (`/wait/MS`) is written. The same answer, the
+/// same moment; what differs is who holds the wait.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Waits {
+    /// An `async fn` that awaits a sleep, driven by the loop's own executor: Tornado's
+    /// `await gen.sleep(…)` (or asyncio's).
+    #[default]
+    Coroutine,
+    /// A timer whose callback sends the answer: Tornado's `IOLoop.call_later`, as
+    /// handlers were written before coroutines.
+    Callback,
+    /// A thread of the executor, blocked in a sleep: `run_on_executor`. With no
+    /// executor (`--executor 0`), the loop itself sleeps.
+    Executor,
+}
+
 /// `io-uring`: how it asks for connections and data.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum UringMode {
@@ -77,6 +95,7 @@ impl Default for Config {
             backlog: 4096,
             stack_size: 64 * 1024,
             executor: default_executor(),
+            waits: Waits::default(),
             threads: None,
             et_drain: EtDrain::default(),
             uring_mode: UringMode::default(),

@@ -280,6 +280,7 @@ fn unknown_paths_and_out_of_range_numbers_are_404() {
         "/bytes/x",
         "/bytes/-1",
         "/sleep/99999999",
+        "/wait/60001",
         "/bytes/99999999999",
     ] {
         let out = feed(Proto::Http, &[&get(path)]);
@@ -289,18 +290,23 @@ fn unknown_paths_and_out_of_range_numbers_are_404() {
 }
 
 #[test]
-fn sleep_and_spin_hand_back_their_work() {
-    let out = feed(Proto::Http, &[&get("/sleep/25"), &get("/spin/300")]);
+fn sleep_wait_and_spin_hand_back_their_work() {
+    let out = feed(
+        Proto::Http,
+        &[&get("/sleep/25"), &get("/wait/40"), &get("/spin/300")],
+    );
     assert_eq!(
         out.work,
         vec![
             Work::Sleep(Duration::from_millis(25)),
+            Work::Wait(Duration::from_millis(40)),
             Work::Spin(Duration::from_micros(300))
         ]
     );
     let answers = responses(&out.sent);
-    assert_eq!(answers.len(), 2);
+    assert_eq!(answers.len(), 3);
     assert!(answers.iter().all(|a| a.status == 200));
+    assert_eq!(answers[1].body, b"waited\n");
 }
 
 #[test]

@@ -9,20 +9,28 @@
 //! - Limit: one thread runs every handler, so a handler that blocks stops them all.
 //!   Blocking work goes to an executor (`--executor N` threads) and its answer comes
 //!   back through the waker; `--executor 0` runs it on the loop, to show the stall.
+//!   A handler that only waits (`/wait/MS`) needs no thread: a timer's callback, or a
+//!   coroutine (an `async fn` this loop polls, with no runtime crate), answers it
+//!   (`--waits coroutine|callback|executor`).
 //! - Against epoll-lt: the same waiting, but the loop knows nothing of HTTP. It calls
 //!   back whatever was registered: `add_handler`, `add_callback`, `call_later`, and a
 //!   waker so that other threads may `add_callback` too (tornado/ioloop.py).
 // ANCHOR_END: header
 
+use std::cell::RefCell;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::future::Future;
 use std::io;
 use std::net::TcpListener;
 use std::os::fd::{AsFd, AsRawFd, RawFd};
+use std::pin::Pin;
+use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Mutex};
-use std::thread;
+use std::task::{self, Context, Poll, Wake};
+use std::thread::{self, ThreadId};
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
@@ -31,7 +39,7 @@ use nix::sys::eventfd::{EfdFlags, EventFd};
 
 use crate::conn::{run_work, Acceptor, Conn, Interest};
 use crate::handler::Work;
-use crate::server::Server;
+use crate::server::{Server, Waits};
 use crate::stats::Stats;
 use crate::timers::{Evicted, Timers};
 
@@ -44,6 +52,8 @@ pub type Handler<S> = fn(&mut IoLoop<S>, &mut S, RawFd, EpollFlags);
 pub type Callback<S> = Box<dyn FnOnce(&mut IoLoop<S>, &mut S)>;
 /// A callback handed over by another thread.
 pub type RemoteCallback<S> = Box<dyn FnOnce(&mut IoLoop<S>, &mut S) + Send>;
+/// A coroutine the loop drives: a future whose result is a callback for the loop.
+type Task<S> = Pin<Box<dyn Future<Output = Callback<S>>>>;
 
 /// Tornado's IOLoop: handlers per descriptor, a callback queue, a timer heap, a waker.
 pub struct IoLoop<S> {
@@ -54,6 +64,14 @@ pub struct IoLoop<S> {
     timers: BinaryHeap<Reverse<(Instant, u64)>>,
     timer_callbacks: HashMap<u64, Callback<S>>,
     next_timer: u64,
+    /// The coroutines not yet finished, and those whose wakers were woken since they
+    /// were last polled (woken from any thread, so behind a lock).
+    tasks: HashMap<u64, Task<S>>,
+    next_task: u64,
+    woken: Arc<Mutex<Vec<u64>>>,
+    /// Timers the coroutines' sleeps asked for while being polled: each becomes a
+    /// `call_at` that wakes its task.
+    sleeps: Rc<RefCell<Vec<(Instant, task::Waker)>>>,
     waker: Arc<Waker<S>>,
     /// When this turn's wait returned: Tornado's `IOLoop.time()`, read once a turn.
     now: Instant,
@@ -88,6 +106,7 @@ struct App {
     conns: HashMap<RawFd, (u64, Conn)>,
     next_serial: u64,
     executor: Option<Executor>,
+    waits: Waits,
     /// The connections' clocks (header and idle timeouts), and the deadline a
     /// `call_at` is set for.
     timers: Timers,
@@ -115,6 +134,7 @@ pub fn serve(listener: TcpListener, server: &Arc<Server>) -> io::Result<()> {
         conns: HashMap::new(),
         next_serial: 0,
         executor,
+        waits: server.config.waits,
         timers: Timers::new(&server.config),
         armed: None,
         server: Arc::clone(server),
@@ -123,7 +143,7 @@ pub fn serve(listener: TcpListener, server: &Arc<Server>) -> io::Result<()> {
     ioloop.start(&mut app, &server.stats)
 }
 
-impl<S> IoLoop<S> {
+impl<S: 'static> IoLoop<S> {
     pub fn new() -> io::Result<IoLoop<S>> {
         let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?;
         let fd = EventFd::from_flags(EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)?;
@@ -135,6 +155,10 @@ impl<S> IoLoop<S> {
             timers: BinaryHeap::new(),
             timer_callbacks: HashMap::new(),
             next_timer: 0,
+            tasks: HashMap::new(),
+            next_task: 0,
+            woken: Arc::new(Mutex::new(Vec::new())),
+            sleeps: Rc::new(RefCell::new(Vec::new())),
             waker: Arc::new(Waker {
                 fd,
                 queue: Mutex::new(Vec::new()),
@@ -245,10 +269,14 @@ impl<S> IoLoop<S> {
                     callback(self, state);
                 }
             }
+            // Coroutines whose wakers were woken (by the timers just run, say) go on.
+            self.step_tasks(state);
             // Sleep until the next timer (rounded up to a whole millisecond, or the
-            // wait would return just before it and spin), not at all if callbacks are
-            // waiting, and with no timer, until a descriptor or the waker is ready.
-            let timeout = if !self.callbacks.is_empty() || self.stopped {
+            // wait would return just before it and spin), not at all if callbacks or
+            // coroutines are waiting, and with no timer, until a descriptor or the
+            // waker is ready.
+            let woken = !self.woken.lock().unwrap().is_empty();
+            let timeout = if !self.callbacks.is_empty() || woken || self.stopped {
                 EpollTimeout::ZERO
             } else {
                 self.timers
@@ -292,7 +320,111 @@ impl<S> IoLoop<S> {
         Ok(())
     }
     // ANCHOR_END: start
+
+    // ANCHOR: coroutines
+    /// Run `coroutine` on this loop, and `done` with its result when it finishes:
+    /// Tornado's `IOLoop.add_future`, with the coroutine started as `spawn_callback`
+    /// starts one. Nothing runs yet; its first step comes on the next turn.
+    pub fn spawn<T: 'static>(
+        &mut self,
+        coroutine: impl Future<Output = T> + 'static,
+        done: impl FnOnce(&mut IoLoop<S>, &mut S, T) + 'static,
+    ) {
+        let id = self.next_task;
+        self.next_task += 1;
+        let task = async move {
+            let result = coroutine.await;
+            Box::new(move |ioloop: &mut IoLoop<S>, state: &mut S| done(ioloop, state, result))
+                as Callback<S>
+        };
+        self.tasks.insert(id, Box::pin(task));
+        self.woken.lock().unwrap().push(id);
+    }
+
+    /// `asyncio.sleep(delay)`: a future ready `delay` after this turn began, which asks
+    /// this loop for a timer when it is polled.
+    pub fn sleep(&self, delay: Duration) -> Sleep {
+        Sleep {
+            when: self.now + delay,
+            sleeps: Rc::clone(&self.sleeps),
+        }
+    }
+
+    /// Poll every woken coroutine once: each runs until an `.await` that is not ready
+    /// (it returns `Pending`, having left its waker with whatever will be ready), or
+    /// to its end (then the loop calls its `done`).
+    fn step_tasks(&mut self, state: &mut S) {
+        let woken = std::mem::take(&mut *self.woken.lock().unwrap());
+        for id in woken {
+            // A task woken twice, or woken after it finished, has nothing more to do.
+            let Some(mut task) = self.tasks.remove(&id) else {
+                continue;
+            };
+            let waker = task::Waker::from(Arc::new(TaskWaker {
+                id,
+                woken: Arc::clone(&self.woken),
+                thread: thread::current().id(),
+                eventfd: Arc::clone(&self.waker),
+            }));
+            match task.as_mut().poll(&mut Context::from_waker(&waker)) {
+                Poll::Ready(done) => done(self, state),
+                Poll::Pending => {
+                    self.tasks.insert(id, task);
+                }
+            }
+        }
+        // The sleeps just polled want timers; a timer wakes its task, and the next
+        // turn polls it again.
+        let asked: Vec<_> = self.sleeps.borrow_mut().drain(..).collect();
+        for (when, waker) in asked {
+            self.call_at(when, move |_, _| waker.wake());
+        }
+    }
+    // ANCHOR_END: coroutines
 }
+
+// ANCHOR: sleep
+/// What a coroutine awaits to wait without a thread: ready once `when` has passed.
+pub struct Sleep {
+    when: Instant,
+    sleeps: Rc<RefCell<Vec<(Instant, task::Waker)>>>,
+}
+
+impl Future for Sleep {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if Instant::now() >= self.when {
+            return Poll::Ready(());
+        }
+        // Not yet: leave the waker with the loop, which sets a timer to wake it.
+        self.sleeps
+            .borrow_mut()
+            .push((self.when, cx.waker().clone()));
+        Poll::Pending
+    }
+}
+
+/// A coroutine's waker: it puts the task back on the loop's list to poll. From another
+/// thread it also writes the loop's eventfd, as `add_callback` does, or the loop
+/// would not see it until something else woke it.
+struct TaskWaker<S> {
+    id: u64,
+    woken: Arc<Mutex<Vec<u64>>>,
+    thread: ThreadId,
+    eventfd: Arc<Waker<S>>,
+}
+
+impl<S: 'static> Wake for TaskWaker<S> {
+    fn wake(self: Arc<Self>) {
+        self.woken.lock().unwrap().push(self.id);
+        if thread::current().id() != self.thread {
+            self.eventfd.writes.fetch_add(1, Relaxed);
+            let _ = self.eventfd.fd.write(1);
+        }
+    }
+}
+// ANCHOR_END: sleep
 
 // ANCHOR: waker
 impl<S> LoopHandle<S> {
@@ -374,8 +506,8 @@ fn on_accept(ioloop: &mut IoLoop<App>, app: &mut App, _fd: RawFd, _events: Epoll
         let Some(mut conn) = newcomer.admit(make_room, stats) else {
             continue;
         };
-        // With an executor, blocking work is handed back to us, not run here.
-        conn.offload = app.executor.is_some();
+        // Work is handed back to us (`start_work`), not run inside the read.
+        conn.offload = true;
         if let Err(e) = ioloop.add_handler(&conn.stream, on_conn, EpollFlags::EPOLLIN) {
             eprintln!("iomodels: epoll_ctl(ADD) failed: {e}; closing the connection");
             conn.refuse(stats);
@@ -394,9 +526,9 @@ fn on_accept(ioloop: &mut IoLoop<App>, app: &mut App, _fd: RawFd, _events: Epoll
 // ANCHOR_END: accept
 
 // ANCHOR: readable
-/// The connection's handler: read, answer, and hand any blocking work to the executor.
+/// The connection's handler: read, answer, and start any work the answer waits for.
 fn on_conn(ioloop: &mut IoLoop<App>, app: &mut App, fd: RawFd, events: EpollFlags) {
-    let Some((serial, conn)) = app.conns.get_mut(&fd) else {
+    let Some((_, conn)) = app.conns.get_mut(&fd) else {
         return;
     };
     let stats = &app.server.stats;
@@ -407,14 +539,10 @@ fn on_conn(ioloop: &mut IoLoop<App>, app: &mut App, fd: RawFd, events: EpollFlag
         // Hung up while its work runs (no reading then): the answer has nowhere to go.
         conn.broke();
     }
-    if let Some(work) = conn.start_work() {
-        let executor = app
-            .executor
-            .as_ref()
-            .expect("work is offloaded only with one");
-        run_in_executor(ioloop, executor, fd, *serial, work);
+    start_work(ioloop, app, fd);
+    if let Some((_, conn)) = app.conns.get_mut(&fd) {
+        writable(conn, &app.server.stats);
     }
-    writable(conn, stats);
     settle(ioloop, app, fd);
 }
 // ANCHOR_END: readable
@@ -428,6 +556,55 @@ fn writable(conn: &mut Conn, stats: &Stats) {
     }
 }
 // ANCHOR_END: writable
+
+// ANCHOR: start_work
+/// Start the work the handler's answer waits for, one of three ways. Work run on the
+/// loop itself (no executor) is done at once, and the handler goes on with the input
+/// behind it.
+fn start_work(ioloop: &mut IoLoop<App>, app: &mut App, fd: RawFd) {
+    loop {
+        let Some((serial, conn)) = app.conns.get_mut(&fd) else {
+            return;
+        };
+        let serial = *serial;
+        let Some(work) = conn.start_work() else {
+            return;
+        };
+        match (work, app.waits, &app.executor) {
+            // A callback: a timer on the loop sends the answer.
+            (Work::Wait(delay), Waits::Callback, _) => {
+                ioloop.call_later(delay, move |ioloop, app| {
+                    work_done(ioloop, app, fd, serial);
+                });
+            }
+            // A coroutine: it awaits a sleep; the loop polls it again when the sleep's
+            // timer wakes it, and sends the answer when it is done.
+            (Work::Wait(delay), Waits::Coroutine, _) => {
+                let sleep = ioloop.sleep(delay);
+                ioloop.spawn(answer_later(sleep), move |ioloop, app, ()| {
+                    work_done(ioloop, app, fd, serial);
+                });
+            }
+            // A thread: the executor's, blocked in the work while the loop goes on.
+            (work, _, Some(executor)) => run_in_executor(ioloop, executor, fd, serial, work),
+            // No executor: the loop itself blocks, and every connection waits with it.
+            (work, _, None) => {
+                run_work(work);
+                conn.finish_work(&app.server.stats);
+                continue;
+            }
+        }
+        return;
+    }
+}
+
+/// The coroutine of `--waits coroutine`: what Tornado writes as
+/// `async def get(self): await gen.sleep(delay); self.write(...)`. The answer is
+/// written already (the shared handler wrote it); the coroutine is the wait.
+async fn answer_later(sleep: Sleep) {
+    sleep.await;
+}
+// ANCHOR_END: start_work
 
 // ANCHOR: run_in_executor
 /// Tornado's `IOLoop.run_in_executor`: run `work` on a pool thread, then come back to
@@ -455,15 +632,11 @@ fn work_done(ioloop: &mut IoLoop<App>, app: &mut App, fd: RawFd, serial: u64) {
         return; // the descriptor now belongs to another connection
     }
     conn.finish_work(&app.server.stats);
-    if let Some(work) = conn.start_work() {
-        // A pipelined request behind it asked for more.
-        let executor = app
-            .executor
-            .as_ref()
-            .expect("work is offloaded only with one");
-        run_in_executor(ioloop, executor, fd, serial, work);
+    // A pipelined request behind it may ask for more.
+    start_work(ioloop, app, fd);
+    if let Some((_, conn)) = app.conns.get_mut(&fd) {
+        writable(conn, &app.server.stats);
     }
-    writable(conn, &app.server.stats);
     settle(ioloop, app, fd);
 }
 // ANCHOR_END: run_in_executor
