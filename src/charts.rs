@@ -176,7 +176,7 @@ pub const CHARTS: &[ChartSpec] = &[
     },
     ChartSpec {
         file: "blocking.svg",
-        title: "A handler that blocks: /sleep in the handler",
+        title: "A handler that blocks (/sleep), and one that only waits (/wait)",
         experiment: Experiment::Blocking,
         y_desc: "requests per second (2xx)",
         kind: Kind::Bars,
@@ -249,9 +249,17 @@ pub fn draw_all(run: &Run, dir: &Path) -> Result<Vec<&'static ChartSpec>, String
                 let path_asked = run
                     .points
                     .iter()
-                    .find(|p| p.experiment == spec.experiment)
+                    .find(|p| p.experiment == spec.experiment && !p.own_path)
                     .and_then(|p| p.path.clone());
+                let own = run
+                    .points
+                    .iter()
+                    .any(|p| p.experiment == spec.experiment && p.own_path);
                 let group = match path_asked {
+                    Some(asked) if own => format!(
+                        "{}, each asking {asked} unless the name ends with another path",
+                        facts.x_name
+                    ),
                     Some(asked) => format!("{}, each asking {asked}", facts.x_name),
                     None => facts.x_name.to_string(),
                 };
@@ -505,6 +513,20 @@ fn bar_chart(
         .collect();
     groups.sort_by(f64::total_cmp);
     groups.dedup();
+    if let [group] = groups[..] {
+        // One x only: a row per series, named beside its bar, so no legend is needed
+        // and no two bars are told apart by colour alone.
+        let group_desc = format!("{} {group_desc}", short_number(group));
+        return row_chart(
+            root,
+            (upper, lower),
+            title,
+            &group_desc,
+            y_desc,
+            series,
+            notes,
+        );
+    }
     let y_hi = series
         .iter()
         .flat_map(|s| s.values.iter().map(|v| v.1))
@@ -576,6 +598,81 @@ fn bar_chart(
         .draw()
         .map_err(|e| err(&e))?;
     draw_notes(&lower, notes)?;
+    root.present().map_err(|e| err(&e))
+}
+
+/// Horizontal bars, one row per series with its name and value beside it.
+fn row_chart(
+    root: Area,
+    (upper, lower): (Area, Area),
+    title: &str,
+    group_desc: &str,
+    x_desc: &str,
+    series: &[Series],
+    notes: &[String],
+) -> Result<(), String> {
+    let err = |e: &dyn std::fmt::Display| e.to_string();
+    let x_hi = series
+        .iter()
+        .flat_map(|s| s.values.iter().map(|v| v.1))
+        .fold(1.0, f64::max)
+        * 1.15; // room for the value after the longest bar
+    let n = series.len();
+    let names: Vec<String> = series.iter().map(|s| s.name.clone()).collect();
+    let mut chart = ChartBuilder::on(&upper)
+        .caption(title, (FONT, 22))
+        .margin(14)
+        .x_label_area_size(46)
+        .y_label_area_size(360)
+        .build_cartesian_2d(0.0..x_hi, 0.0..n as f64)
+        .map_err(|e| err(&e))?;
+    chart
+        .configure_mesh()
+        .disable_y_mesh()
+        .y_labels(n * 2 + 1)
+        .y_label_formatter(&|y| {
+            // The middle of each row is labelled with its series, the first at the top.
+            let i = y.floor();
+            if (y - i - 0.5).abs() < 0.01 && (i as usize) < names.len() {
+                names[names.len() - 1 - i as usize].clone()
+            } else {
+                String::new()
+            }
+        })
+        .x_label_formatter(&|x| short_number(*x))
+        .x_desc(x_desc)
+        .axis_desc_style((FONT, 16))
+        .label_style((FONT, 13))
+        .light_line_style(WHITE.mix(0.0))
+        .draw()
+        .map_err(|e| err(&e))?;
+    for (j, s) in series.iter().enumerate() {
+        let c = colour(&s.name);
+        let row = (n - 1 - j) as f64;
+        for &(_, value, saturated) in &s.values {
+            let style = if saturated {
+                c.mix(0.35).filled()
+            } else {
+                c.filled()
+            };
+            let bar = Rectangle::new([(0.0, row + 0.15), (value, row + 0.85)], style);
+            let text = format!(" {}", short_number(value));
+            let label = Text::new(text, (value, row + 0.62), (FONT, 13));
+            chart.draw_series([bar]).map_err(|e| err(&e))?;
+            chart.draw_series([label]).map_err(|e| err(&e))?;
+        }
+        for _ in &s.limits {
+            let cross = Cross::new((0.0, row + 0.5), 7, c.stroke_width(3));
+            let label = Text::new(" limit", (0.0, row + 0.62), (FONT, 13));
+            chart.draw_series([cross]).map_err(|e| err(&e))?;
+            chart.draw_series([label]).map_err(|e| err(&e))?;
+        }
+    }
+    // What every row measured comes first under the chart.
+    let notes: Vec<String> = std::iter::once(format!("Each row: {group_desc}."))
+        .chain(notes.iter().cloned())
+        .collect();
+    draw_notes(&lower, &notes)?;
     root.present().map_err(|e| err(&e))
 }
 

@@ -77,13 +77,37 @@ pub struct Facts {
     pub cpu_leads: bool,
     /// Keep-alive connections (false: a new connection per request).
     pub keep_alive: bool,
-    /// Every request asks the profile's blocking path (`/sleep/…`).
-    pub blocking_path: bool,
+    /// Every request asks this route, with the profile's number after it
+    /// (`/sleep/` and 100: `/sleep/100`); None: `/`.
+    pub route: Option<&'static str>,
     /// Real peers (nginx, Tornado) join it: they serve `/` only.
     pub peers: bool,
-    /// Models run more than once, with these server arguments each time (the lesson of
-    /// the experiment); other models run once, as they are.
-    pub variants: &'static [(&'static str, &'static [&'static [&'static str]])],
+    /// Models (and peers) run more than once, once per variant (the lesson of the
+    /// experiment); other models run once, as they are.
+    pub variants: &'static [(&'static str, &'static [Variant])],
+}
+
+/// One way to run a model or peer in an experiment: its server arguments, and the
+/// route it is asked instead of the experiment's, if any.
+pub struct Variant {
+    pub args: &'static [&'static str],
+    /// Asked before the profile's number, as [`Facts::route`]; the series name says it.
+    pub route: Option<&'static str>,
+}
+
+impl Variant {
+    /// The experiment's requests, with these server arguments.
+    pub const fn args(args: &'static [&'static str]) -> Variant {
+        Variant { args, route: None }
+    }
+
+    /// Another route, with these server arguments.
+    pub const fn asking(route: &'static str, args: &'static [&'static str]) -> Variant {
+        Variant {
+            args,
+            route: Some(route),
+        }
+    }
 }
 
 /// The experiments, in the order they run and are reported.
@@ -99,12 +123,21 @@ pub const EXPERIMENTS: &[Facts] = &[
         y: Point::rps,
         cpu_leads: true,
         keep_alive: true,
-        blocking_path: false,
+        route: None,
         peers: true,
         // Each model as its practitioners write it, beside the naive form it replaced.
         variants: &[
-            ("epoll-et", &[&[], &["--et-drain", "eagain"]]),
-            ("io-uring", &[&[], &["--uring-mode", "basic"]]),
+            (
+                "epoll-et",
+                &[Variant::args(&[]), Variant::args(&["--et-drain", "eagain"])],
+            ),
+            (
+                "io-uring",
+                &[
+                    Variant::args(&[]),
+                    Variant::args(&["--uring-mode", "basic"]),
+                ],
+            ),
         ],
     },
     Facts {
@@ -118,7 +151,7 @@ pub const EXPERIMENTS: &[Facts] = &[
         y: Point::rps,
         cpu_leads: true,
         keep_alive: true,
-        blocking_path: false,
+        route: None,
         peers: true,
         variants: &[],
     },
@@ -133,7 +166,7 @@ pub const EXPERIMENTS: &[Facts] = &[
         y: Point::rps,
         cpu_leads: true,
         keep_alive: false,
-        blocking_path: false,
+        route: None,
         peers: true,
         variants: &[],
     },
@@ -148,11 +181,31 @@ pub const EXPERIMENTS: &[Facts] = &[
         y: Point::rps,
         cpu_leads: false,
         keep_alive: true,
-        blocking_path: true,
+        route: Some("/sleep/"),
         peers: false,
         // Tornado's lesson: the blocking work on the loop, then on an executor of more
-        // threads than there are connections, so that none waits for a thread.
-        variants: &[("reactor", &[&["--executor", "0"], &["--executor", "30"]])],
+        // threads than there are connections, so that none waits for a thread; and a
+        // wait that needs no thread at all, as a coroutine and as a callback. Tornado
+        // itself, the same three ways (scripts/tornado_server.py).
+        variants: &[
+            (
+                "reactor",
+                &[
+                    Variant::args(&["--executor", "0"]),
+                    Variant::args(&["--executor", "30"]),
+                    Variant::asking("/wait/", &["--executor", "0", "--waits", "coroutine"]),
+                    Variant::asking("/wait/", &["--executor", "0", "--waits", "callback"]),
+                ],
+            ),
+            (
+                "tornado",
+                &[
+                    Variant::asking("/sleep/", &[]),
+                    Variant::asking("/sleep-on-executor/", &[]),
+                    Variant::asking("/wait/", &[]),
+                ],
+            ),
+        ],
     },
     Facts {
         experiment: Experiment::WaitCost,
@@ -165,7 +218,7 @@ pub const EXPERIMENTS: &[Facts] = &[
         y: |p| p.ns_per_wait,
         cpu_leads: false,
         keep_alive: true,
-        blocking_path: false,
+        route: None,
         peers: false,
         variants: &[],
     },
@@ -180,10 +233,13 @@ pub const EXPERIMENTS: &[Facts] = &[
         y: |p| p.slowloris.as_ref().map(|s| s.gone_pct()),
         cpu_leads: false,
         keep_alive: true,
-        blocking_path: false,
+        route: None,
         peers: false,
         // The thread pool as it comes, and with its main thread buffering headers.
-        variants: &[("thread-pool", &[&[], &["--buffer-headers"]])],
+        variants: &[(
+            "thread-pool",
+            &[Variant::args(&[]), Variant::args(&["--buffer-headers"])],
+        )],
     },
 ];
 

@@ -1,5 +1,6 @@
 //! REPORT.md and the terminal table: generated from run.json, never typed.
 
+use std::collections::BTreeSet;
 use std::fmt::Write as _;
 
 use comfy_table::{presets::UTF8_FULL_CONDENSED, Table};
@@ -722,21 +723,39 @@ pub fn churn(run: &Run) -> String {
 }
 
 pub fn blocking(run: &Run) -> String {
-    let path = run
+    let blocking = run
         .points
         .iter()
-        .find(|p| p.experiment == Experiment::Blocking)
+        .filter(|p| p.experiment == Experiment::Blocking);
+    let path = blocking
+        .clone()
+        .find(|p| !p.own_path)
         .and_then(|p| p.path.clone())
         .unwrap_or_default();
+    let own: BTreeSet<String> = blocking
+        .filter(|p| p.own_path)
+        .filter_map(|p| p.path.clone())
+        .collect();
     let parts: Vec<String> = run
         .series(Experiment::Blocking, Point::rps)
         .iter()
         .filter_map(|s| Some(format!("{} {:.1}", s.name, s.values.first()?.1)))
         .collect();
+    let others = if own.is_empty() {
+        String::new()
+    } else {
+        let own: Vec<String> = own.into_iter().collect();
+        format!(
+            " A series that ends with a path asks that path instead ({}): /wait/MS \
+             answers after the same time, holding no thread where its server has a timer \
+             for it.",
+            own.join(", ")
+        )
+    };
     format!(
         "Every request asks {path}, whose handler blocks: where the wait runs on the \
          only loop, one request is served per sleep; a thread per connection sleeps \
-         in parallel. Requests per second: {}.",
+         in parallel.{others} Requests per second: {}.",
         parts.join(", ")
     )
 }

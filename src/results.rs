@@ -136,6 +136,10 @@ pub struct Point {
     pub active: Option<usize>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path: Option<String>,
+    /// The path is this series' own (a variant's route), not the experiment's: the
+    /// series name says it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub own_path: bool,
     /// wait-cost: descriptors watched by each wait.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fds: Option<usize>,
@@ -269,11 +273,14 @@ impl Point {
 
     /// The line this point belongs to in a chart: the model, with its arguments.
     pub fn series_name(&self) -> String {
-        if self.server_args.is_empty() {
-            self.model.clone()
-        } else {
-            format!("{} {}", self.model, self.server_args.join(" "))
+        let mut name = self.model.clone();
+        for arg in &self.server_args {
+            name = name + " " + arg;
         }
+        if let Some(path) = self.path.as_ref().filter(|_| self.own_path) {
+            name = name + " " + path;
+        }
+        name
     }
 
     /// The x of this point in its experiment's charts.

@@ -224,7 +224,7 @@ fn bench_refuses_a_typo_with_the_choices() {
 }
 
 /// A short real run: two models, idle 0 and 1,100 (past select's FD_SETSIZE), the
-/// blocking experiment; everything written, the limit recorded with select's own words,
+/// blocking experiment (with the reactor, whose variants ask their own routes); everything written, the limit recorded with select's own words,
 /// the counters taken over the window.
 #[test]
 fn bench_runs_end_to_end_and_records_a_real_limit() {
@@ -235,7 +235,7 @@ fn bench_runs_end_to_end_and_records_a_real_limit() {
             "--experiments",
             "idle,blocking",
             "--models",
-            "select,epoll-et",
+            "select,epoll-et,reactor",
             "--idle-points",
             "0,1100",
             "--warmup",
@@ -252,9 +252,9 @@ fn bench_runs_end_to_end_and_records_a_real_limit() {
     let run = Run::load(&dir).unwrap();
     assert_eq!(run.profile, "quick");
     assert!(run.machine.cores >= 1 && run.machine.memory_kb > 0);
-    // Two idle points for select, epoll-et and its naive variant (--et-drain eagain);
-    // the blocking point for each model.
-    assert_eq!(run.points.len(), 2 * 3 + 2, "{:#?}", run.points);
+    // Two idle points for select, epoll-et and its naive variant (--et-drain eagain),
+    // and the reactor; the blocking point for each model, four for the reactor.
+    assert_eq!(run.points.len(), 2 * 4 + 2 + 4, "{:#?}", run.points);
 
     let point = |model: &str, idle: usize| {
         run.points
@@ -297,9 +297,20 @@ fn bench_runs_end_to_end_and_records_a_real_limit() {
         .iter()
         .filter(|p| p.experiment == Experiment::Blocking)
         .collect();
-    assert!(blocking
+    // The experiment's route, or a variant's own, which its series name says.
+    assert!(!blocking.is_empty());
+    for p in &blocking {
+        let path = p.path.as_deref().expect("a blocking point has a path");
+        if p.own_path {
+            assert!(p.series_name().ends_with(path), "{}", p.series_name());
+        } else {
+            assert_eq!(path, "/sleep/100", "{}", p.series_name());
+        }
+    }
+    let waits = blocking
         .iter()
-        .all(|p| p.path.as_deref() == Some("/sleep/100")));
+        .filter(|p| p.path.as_deref() == Some("/wait/100"));
+    assert_eq!(waits.count(), 2, "the reactor's coroutine and callback");
 
     for file in ["REPORT.md", "idle-throughput.svg", "blocking.svg"] {
         assert!(dir.join(file).exists(), "{file} missing");

@@ -26,7 +26,7 @@ use iomodels_servers::{self as servers, Snapshot};
 use nix::sched::{sched_setaffinity, CpuSet};
 use nix::unistd::Pid;
 
-use crate::experiments::{Axis, Driver, Experiment};
+use crate::experiments::{Axis, Driver, Experiment, Variant};
 use crate::results::{
     CrossCheck, Limit, Point, Run, ServerMetrics, ServerTimeouts, Settings, SCHEMA_VERSION,
 };
@@ -61,6 +61,10 @@ struct Job {
     model: String,
     /// Extra `serve` arguments (the reactor's executor in the blocking experiment).
     args: Vec<String>,
+    /// The path every request asks, where the experiment has one, and whether it is
+    /// the variant's own (its route instead of the experiment's).
+    path: Option<String>,
+    own_path: bool,
     peer: bool,
     repeat: u32,
     /// The x of this job in its series: what its experiment's axis counts.
@@ -81,6 +85,8 @@ impl Job {
             experiment: self.experiment,
             model: self.model.clone(),
             server_args: self.args.clone(),
+            path: self.path.clone(),
+            own_path: self.own_path,
             repeat: self.repeat,
             idle,
             active,
@@ -249,38 +255,61 @@ fn jobs(plan: &Plan, options: &Options, peers: &[String], server_cpus: usize) ->
     let mut jobs = Vec::new();
     for experiment in Experiment::all().filter(|e| options.experiments.contains(e)) {
         let facts = experiment.facts();
-        // (who, server arguments, a peer?)
-        let mut who: Vec<(String, Vec<String>, bool)> = Vec::new();
+        // (who, server arguments, its own route, a peer?)
+        let mut who: Vec<(String, Vec<String>, Option<&'static str>, bool)> = Vec::new();
+        let variants_of = |name: &str| {
+            let found = facts.variants.iter().find(|(n, _)| *n == name);
+            found.map(|(_, variants)| {
+                let to_owned = |v: &Variant| {
+                    let args = v.args.iter().map(|a| a.to_string()).collect::<Vec<_>>();
+                    (name.to_string(), args, v.route)
+                };
+                variants.iter().map(to_owned).collect::<Vec<_>>()
+            })
+        };
         if experiment.has_load() {
             for m in &options.models {
-                let variants = facts.variants.iter().find(|(name, _)| name == m);
-                if let Some((_, variants)) = variants {
-                    for args in *variants {
-                        let args = args.iter().map(|a| a.to_string()).collect();
-                        who.push((m.clone(), args, false));
-                    }
+                if let Some(variants) = variants_of(m) {
+                    who.extend(
+                        variants
+                            .into_iter()
+                            .map(|(m, args, route)| (m, args, route, false)),
+                    );
                 } else if m == "epoll-mt" {
                     // Said on every point: its default would follow the pinning silently.
                     let args = vec!["--threads".to_string(), server_cpus.to_string()];
-                    who.push((m.clone(), args, false));
+                    who.push((m.clone(), args, None, false));
                 } else {
-                    who.push((m.clone(), Vec::new(), false));
+                    who.push((m.clone(), Vec::new(), None, false));
                 }
             }
         } else {
             let calls = wait_cost::CALLS.iter();
-            who.extend(calls.map(|c| (c.to_string(), Vec::new(), false)));
+            who.extend(calls.map(|c| (c.to_string(), Vec::new(), None, false)));
         }
-        if facts.peers {
-            who.extend(peers.iter().map(|p| (p.clone(), Vec::new(), true)));
+        // A peer joins an experiment of `/` as it is, and one that names it in its
+        // variants with those.
+        for p in peers {
+            if let Some(variants) = variants_of(p) {
+                who.extend(
+                    variants
+                        .into_iter()
+                        .map(|(p, args, route)| (p, args, route, true)),
+                );
+            } else if facts.peers {
+                who.push((p.clone(), Vec::new(), None, true));
+            }
         }
         for repeat in 0..plan.repeats {
             for x in plan.xs(experiment) {
-                for (model, args, peer) in &who {
+                for (model, args, route, peer) in &who {
+                    let path = route.or(facts.route);
                     jobs.push(Job {
                         experiment,
                         model: model.clone(),
                         args: args.clone(),
+                        path: path.map(|r| format!("{r}{}", plan.blocking.1)),
+                        own_path: route.is_some(),
                         peer: *peer,
                         repeat,
                         x,
@@ -305,9 +334,6 @@ fn measure(ctx: &Context, job: &Job) -> Point {
             Err(e) => point.limit = Some(Limit::new(e)),
         }
         return point;
-    }
-    if facts.blocking_path {
-        point.path = Some(ctx.plan.blocking.1.into());
     }
     let started = if job.peer {
         peers::start(

@@ -31,7 +31,7 @@ impl Profile {
                 idle: vec![0, 1000, 2000, 5000, 10_000],
                 active: vec![1, 10, 100, 1000, 10_000],
                 churn: vec![10],
-                blocking: (20, "/sleep/100"),
+                blocking: (20, 100),
                 wait_fds: vec![10, 100, 1000, 10_000],
                 wait_budget: Duration::from_millis(200),
                 // Some 10 s a model: past the quick profile's minutes.
@@ -45,7 +45,7 @@ impl Profile {
                 idle: vec![0, 500, 1000, 2000, 5000, 10_000, 15_000],
                 active: vec![1, 10, 100, 1000, 5000, 10_000],
                 churn: vec![1, 10, 100],
-                blocking: (20, "/sleep/100"),
+                blocking: (20, 100),
                 wait_fds: vec![10, 100, 1000, 10_000],
                 wait_budget: Duration::from_secs(1),
                 slowloris: vec![3000],
@@ -64,8 +64,8 @@ pub(super) struct Plan {
     pub(super) idle: Vec<usize>,
     pub(super) active: Vec<usize>,
     pub(super) churn: Vec<usize>,
-    /// Connections, and the path whose handler blocks.
-    pub(super) blocking: (usize, &'static str),
+    /// Connections, and the number after the route (`/sleep/100`: 100 ms).
+    pub(super) blocking: (usize, u64),
     pub(super) wait_fds: Vec<usize>,
     pub(super) wait_budget: Duration,
     /// Slow connections beside the fresh clients (slowloris).
