@@ -13,7 +13,7 @@ use iomodels_servers::{self as servers, MODELS};
 
 use crate::experiments::Experiment;
 use crate::results::Run;
-use crate::{charts, report};
+use crate::{charts, report, timeline};
 
 /// Where the generated pages go, under the repository root.
 pub const GENERATED: &str = "book/src/generated";
@@ -113,6 +113,19 @@ pub fn generate(root: &Path) -> Result<BTreeMap<PathBuf, Vec<u8>>, String> {
         files.insert(
             out.join("tables").join(format!("{experiment}.md")),
             report::table(&run, experiment).into_bytes(),
+        );
+    }
+    // The timelines, drawn from the recorded traces.
+    let traces = root.join(timeline::TRACES);
+    let names = MODELS
+        .iter()
+        .map(|m| m.name)
+        .chain([timeline::EDGE_VS_LEVEL]);
+    for name in names {
+        let trace = timeline::load(&traces, name)?;
+        files.insert(
+            out.join("timelines").join(format!("{name}.svg")),
+            timeline::svg(&trace).into_bytes(),
         );
     }
     for (chapter, series) in CHAPTER_RESULTS {

@@ -17,6 +17,7 @@ pub mod charts;
 pub mod experiments;
 pub mod report;
 pub mod results;
+pub mod timeline;
 
 use std::path::Path;
 

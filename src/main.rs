@@ -44,8 +44,13 @@ enum Command {
         dir: PathBuf,
     },
     /// Regenerate the book's generated pages (book/src/generated): the diffs between
-    /// neighbouring models, and the results of results/reference.
+    /// neighbouring models, the results of results/reference, and the timelines drawn
+    /// from its traces.
     Book,
+    /// Record the book's timelines: a short scripted scenario (a few clients, one of
+    /// them slow) against every model with `serve --trace`, and the edge- against
+    /// level-triggered demonstration, into results/reference/traces.
+    Trace,
 }
 
 #[derive(clap::Args)]
@@ -212,6 +217,11 @@ struct ServeArgs {
     /// worker).
     #[arg(long)]
     buffer_headers: bool,
+    /// Record every event of the loop (waits, accepts, reads, writes, timeouts,
+    /// closes) and write them to this file as JSON at exit: for a few clients, as
+    /// `iomodels trace` runs it, never for a measurement.
+    #[arg(long)]
+    trace: Option<PathBuf>,
 }
 
 /// `--header-timeout` and `--idle-timeout`: a duration, or `off`.
@@ -270,6 +280,7 @@ fn main() -> ExitCode {
         Command::Bench(args) => run_bench(args),
         Command::Plot { dir } => plot(&dir),
         Command::Book => book(),
+        Command::Trace => trace(),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -308,6 +319,7 @@ fn serve(args: ServeArgs) -> Result<(), String> {
         idle_timeout: args.idle_timeout.0,
         max_connections: usize::MAX,
         buffer_headers: args.buffer_headers,
+        trace: args.trace,
     };
     (model.available)().map_err(|e| format!("{} cannot run here: {e}", model.name))?;
     let limit = servers::raise_fd_limit()
@@ -435,6 +447,18 @@ fn book() -> Result<(), String> {
     println!(
         "{written} files written to {}",
         root.join(iomodels::book::GENERATED).display()
+    );
+    Ok(())
+}
+
+fn trace() -> Result<(), String> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let exe = std::env::current_exe().map_err(|e| format!("cannot find this binary: {e}"))?;
+    let out = root.join(iomodels::timeline::TRACES);
+    let n = iomodels::timeline::record_all(&exe, root, &out)?;
+    println!(
+        "{n} traces written to {}; run `iomodels book` to draw them",
+        out.display()
     );
     Ok(())
 }

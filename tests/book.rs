@@ -363,3 +363,57 @@ fn every_model_has_a_chapter_under_its_own_name() {
         );
     }
 }
+
+/// Every model's timeline, and the edge- against level-triggered one, was recorded from
+/// the source as it is now: a model changed since its trace is a stale picture.
+#[test]
+fn every_timeline_is_recorded_from_the_current_source() {
+    let dir = root().join(iomodels::timeline::TRACES);
+    let names = iomodels_servers::MODELS
+        .iter()
+        .map(|m| m.name)
+        .chain([iomodels::timeline::EDGE_VS_LEVEL]);
+    let mut stale = Vec::new();
+    for name in names {
+        let trace = iomodels::timeline::load(&dir, name).unwrap();
+        assert_eq!(trace.name, name);
+        assert!(
+            trace.events.iter().any(|e| !matches!(
+                e.what,
+                iomodels_servers::trace::What::Client { .. }
+            )),
+            "{name}: a trace with nothing of the server's"
+        );
+        let now = iomodels::timeline::source_hash(root(), name).unwrap();
+        if trace.source != now {
+            stale.push(format!(
+                "{name}: {} changed since its trace",
+                iomodels::timeline::source_file(name)
+            ));
+        }
+    }
+    assert!(
+        stale.is_empty(),
+        "stale timelines; run `cargo run --release -- trace` then `cargo run -- book`:\n{}",
+        stale.join("\n")
+    );
+}
+
+/// Each model's chapter shows its timeline; the epoll chapters show edge against level.
+#[test]
+fn every_model_chapter_embeds_its_timeline() {
+    for model in iomodels_servers::MODELS {
+        let page = src().join("models").join(format!("{}.md", model.name));
+        let text = std::fs::read_to_string(&page).unwrap();
+        let image = format!("../generated/timelines/{}.svg", model.name);
+        assert!(text.contains(&image), "{}: embed {image}", page.display());
+    }
+    for chapter in ["epoll-lt", "epoll-et"] {
+        let text = std::fs::read_to_string(src().join("models").join(format!("{chapter}.md")))
+            .unwrap();
+        assert!(
+            text.contains("../generated/timelines/edge-vs-level.svg"),
+            "{chapter}: embed the edge-against-level timeline"
+        );
+    }
+}

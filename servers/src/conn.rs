@@ -20,6 +20,7 @@ use crate::handler::{request_timeout, service_unavailable, Handler, Proto, Step,
 use crate::server::Server;
 use crate::stats::Stats;
 use crate::timers::{Evicted, Timeout};
+use crate::trace::{self, What};
 
 /// A connection holds at most this much unconsumed input. When it is full (the handler
 /// stopped consuming because the client does not read its answers), the connection stops
@@ -193,9 +194,19 @@ impl Conn {
             Evicted::Overload => &stats.overload_evictions,
         };
         Stats::add(counter, 1);
+        stats.trace(|| What::Expired {
+            fd: self.fd(),
+            why: trace::why(why),
+        });
         if why == Evicted::HeaderTimeout && !self.input.is_empty() {
             stats.write_call();
-            let _ = (&self.stream).write(&request_timeout(self.handler.proto()));
+            let sent = (&self.stream).write(&request_timeout(self.handler.proto()));
+            if let Ok(bytes) = sent {
+                stats.trace(|| What::Write {
+                    fd: self.fd(),
+                    bytes,
+                });
+            }
         }
         self.closing = true;
     }
@@ -249,10 +260,18 @@ impl Conn {
         });
         match got {
             Ok(0) => {
+                stats.trace(|| What::Read {
+                    fd: self.fd(),
+                    bytes: 0,
+                });
                 self.eof = true;
                 Io::Closed
             }
             Ok(n) => {
+                stats.trace(|| What::Read {
+                    fd: self.fd(),
+                    bytes: n,
+                });
                 self.took_input(n, stats);
                 if n < asked && !self.hangup {
                     Io::Drained
@@ -263,6 +282,7 @@ impl Conn {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 // EAGAIN here is not an error: the socket is drained.
                 Stats::add(&stats.empty_reads, 1);
+                stats.trace(|| What::EmptyRead { fd: self.fd() });
                 Io::WouldBlock
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => Io::Progress,
@@ -281,6 +301,10 @@ impl Conn {
         stats.write_call();
         match (&self.stream).write(&self.output[self.sent..]) {
             Ok(n) => {
+                stats.trace(|| What::Write {
+                    fd: self.fd(),
+                    bytes: n,
+                });
                 self.took_output(n, stats);
                 Io::Progress
             }
@@ -303,6 +327,11 @@ impl Conn {
 
     /// `data` arrived (empty: the peer sent EOF); let the handler answer it.
     pub fn received(&mut self, data: &[u8], stats: &Stats) {
+        let bytes = data.len();
+        stats.trace(|| What::Read {
+            fd: self.fd(),
+            bytes,
+        });
         if data.is_empty() {
             self.eof = true;
             return;
@@ -318,6 +347,10 @@ impl Conn {
 
     /// `n` bytes of [`Conn::unsent`] went out.
     pub fn sent(&mut self, n: usize, stats: &Stats) {
+        stats.trace(|| What::Write {
+            fd: self.fd(),
+            bytes: n,
+        });
         self.took_output(n, stats);
     }
 
@@ -390,6 +423,7 @@ impl Conn {
             }
         }
         // Dropping `self` closes the socket: close(2).
+        stats.trace(|| What::Close { fd: self.fd() });
         stats.other_calls(1);
         Stats::add(&stats.closed, 1);
     }
@@ -524,6 +558,7 @@ impl Acceptor {
                     let _ = stream.set_nodelay(true);
                     stats.other_calls(1);
                     Stats::add(&stats.accepted, 1);
+                    stats.trace(|| What::Accept { fd });
                     return Accepted::Conn(Conn::new(stream, proto));
                 }
                 Err(Errno::EAGAIN) => return Accepted::WouldBlock,

@@ -19,6 +19,7 @@ pub mod models;
 pub mod server;
 pub mod stats;
 pub mod timers;
+pub mod trace;
 
 use std::io;
 use std::net::TcpListener;
@@ -229,6 +230,10 @@ pub fn run(
     (model.serve)(listener, &server)?;
     let snapshot = server.stats.snapshot(model.name);
     print_snapshot(&snapshot);
+    if let (Some(path), Some(tracer)) = (&server.config.trace, server.stats.tracer.get()) {
+        let events = serde_json::to_string(&tracer.events()).expect("events serialize");
+        std::fs::write(path, events + "\n")?;
+    }
     Ok(snapshot)
 }
 

@@ -16,6 +16,7 @@ use socket2::{Domain, Socket, Type};
 
 use crate::handler::Proto;
 use crate::stats::Stats;
+use crate::trace::Tracer;
 
 /// Settings a model is started with.
 #[derive(Clone, Debug)]
@@ -47,6 +48,9 @@ pub struct Config {
     /// `thread-pool`: the main thread reads each request's header without blocking and
     /// hands a worker only a connection whose request is complete (Puma's reactor).
     pub buffer_headers: bool,
+    /// Record every event of the loop, and write them here as JSON when the server
+    /// stops (for the book's timelines; never for a measured run).
+    pub trace: Option<std::path::PathBuf>,
 }
 
 /// `epoll-et`: when the reads after an edge may stop.
@@ -103,6 +107,7 @@ impl Default for Config {
             idle_timeout: Some(DEFAULT_IDLE_TIMEOUT),
             max_connections: usize::MAX,
             buffer_headers: false,
+            trace: None,
         }
     }
 }
@@ -140,9 +145,13 @@ pub struct Server {
 
 impl Server {
     pub fn new(config: Config) -> Server {
+        let stats = Stats::default();
+        if config.trace.is_some() {
+            let _ = stats.tracer.set(Tracer::new());
+        }
         Server {
             config,
-            stats: Stats::default(),
+            stats,
             stop: AtomicBool::new(false),
             wakers: Mutex::new(Vec::new()),
         }

@@ -1,9 +1,11 @@
 //! The counters every model keeps the same way, read by the suite as JSON.
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 
 use serde::Serialize;
+
+use crate::trace::{Tracer, What};
 
 /// Counters shared by a model's threads. Relaxed atomics: each is a tally, not a lock.
 #[derive(Debug, Default)]
@@ -51,6 +53,8 @@ pub struct Stats {
     pub overload_evictions: AtomicU64,
     /// What the kernel offered the model and it uses (io-uring: single-issuer, …).
     pub features: Mutex<Vec<String>>,
+    /// Set with `serve --trace`: every event recorded, for the book's timelines.
+    pub tracer: OnceLock<Tracer>,
 }
 
 impl Stats {
@@ -63,6 +67,19 @@ impl Stats {
     pub fn waited(&self, scanned: usize, ready: usize) {
         self.turned(scanned, ready);
         Stats::add(&self.syscalls, 1);
+        self.trace(|| What::WaitEnds { ready });
+    }
+
+    /// A wait call (`call`) is about to begin: recorded when tracing, nothing else.
+    pub fn wait_begins(&self, call: &str) {
+        self.trace(|| What::WaitBegins { call: call.into() });
+    }
+
+    /// Record what `what` says, if tracing (the closure runs only then).
+    pub fn trace(&self, what: impl FnOnce() -> What) {
+        if let Some(tracer) = self.tracer.get() {
+            tracer.record(what());
+        }
     }
 
     /// A wait that is no system call of its own: a busy-poll turn, or a blocking read

@@ -54,6 +54,7 @@ pub fn serve(listener: TcpListener, server: &Arc<Server>) -> io::Result<()> {
             PollFd::new(listener.as_fd(), PollFlags::POLLIN),
             PollFd::new(waker.as_fd(), PollFlags::POLLIN),
         ];
+        server.stats.wait_begins("poll");
         let ready = match poll(&mut fds, PollTimeout::NONE) {
             Ok(n) => n as usize,
             Err(Errno::EINTR) => 0,
@@ -182,6 +183,7 @@ fn readable_while_idle(conn: &mut Conn, idle: &Idle, now: Instant, stats: &Stats
             .unwrap_or_else(|e| e.into_inner())
             .watch(fd, conn, now);
     }
+    stats.wait_begins("read");
     stats.turned(1, 1);
     let read = conn.read(stats);
     if between {

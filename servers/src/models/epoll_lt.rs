@@ -80,6 +80,7 @@ pub fn run(setup: Loop, server: &Arc<Server>) -> io::Result<()> {
         // The kernel keeps the interest list between calls and fills a ready list as
         // packets arrive: only the ready descriptors come back, nothing to scan. Sleep
         // until one is ready or the nearest deadline: nothing else wakes us.
+        server.stats.wait_begins("epoll_wait");
         let ready = match epoll.wait(&mut events, timers.poll_timeout(now)) {
             Ok(n) => n,
             Err(Errno::EINTR) => 0,

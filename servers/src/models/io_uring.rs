@@ -37,6 +37,7 @@ use crate::conn::{Acceptor, Conn};
 use crate::server::{Server, UringMode};
 use crate::stats::Stats;
 use crate::timers::{Evicted, Timers};
+use crate::trace::What;
 
 // ANCHOR: state
 /// Entries in the submission ring.
@@ -145,6 +146,7 @@ pub fn serve(listener: TcpListener, server: &Arc<Server>) -> io::Result<()> {
         // One system call: hand the kernel everything queued since the last turn, and
         // sleep until at least one operation completes: a receive, a send, an accept,
         // the waker's poll, or the timeout set for the nearest deadline.
+        server.stats.wait_begins("io_uring_enter");
         match u.ring.submit_and_wait(1) {
             Ok(_) => {}
             Err(e) if e.raw_os_error() == Some(libc::EINTR) => {}
@@ -247,6 +249,7 @@ impl Uring {
             let _ = stream.set_nodelay(true);
             stats.other_calls(1);
             Stats::add(&stats.accepted, 1);
+            stats.trace(|| What::Accept { fd: result });
             let conn = Conn::new(stream, server.config.proto);
             // Past the cap, the longest-idle keep-alive connection makes room (as nginx
             // reuses one); with none idle, a 503.

@@ -57,6 +57,7 @@ pub fn serve(listener: TcpListener, server: &Arc<Server>) -> io::Result<()> {
             pollfds.push(PollFd::new(conn.stream.as_fd(), flags(conn.interest())));
         }
         // Sleep until something is ready or the nearest deadline: nothing else wakes us.
+        server.stats.wait_begins("poll");
         let ready = match poll(&mut pollfds, timers.poll_timeout(now)) {
             Ok(n) => n as usize,
             Err(Errno::EINTR) => 0,

@@ -288,6 +288,7 @@ impl<S: 'static> IoLoop<S> {
                     })
             };
             // ANCHOR: wait
+            stats.wait_begins("epoll_wait");
             let ready = match self.epoll.wait(&mut events, timeout) {
                 Ok(n) => n,
                 Err(Errno::EINTR) => 0,

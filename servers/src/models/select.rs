@@ -75,6 +75,7 @@ pub fn serve(listener: TcpListener, server: &Arc<Server>) -> io::Result<()> {
         let mut timeout = timers
             .timeout(now)
             .map(|left| TimeVal::microseconds(left.as_micros() as i64));
+        server.stats.wait_begins("select");
         let ready = match select(nfds, &mut readfds, &mut writefds, None, timeout.as_mut()) {
             Ok(n) => n as usize,
             Err(Errno::EINTR) => 0,

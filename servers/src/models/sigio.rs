@@ -99,6 +99,7 @@ pub fn serve(listener: TcpListener, server: &Arc<Server>) -> io::Result<()> {
         // One signal per call: the descriptor that became ready, or an overflow; or
         // none by the nearest deadline. Nothing else wakes us.
         let timeout = timers.timeout(now).map(TimeSpec::from);
+        server.stats.wait_begins("sigtimedwait");
         let info = wait_signal(&mask, timeout.as_ref())?;
         server.stats.waited(1, info.is_some() as usize);
         // One clock reading per turn, for every deadline the turn checks or starts.

@@ -108,6 +108,7 @@ pub fn serve(listener: TcpListener, server: &Arc<Server>) -> io::Result<()> {
             .unwrap()
             .timers
             .poll_timeout(Instant::now());
+        server.stats.wait_begins("epoll_wait");
         let ready = match pool.epoll.wait(&mut events, timeout) {
             Ok(n) => n,
             Err(Errno::EINTR) => 0,
@@ -309,6 +310,7 @@ fn serve_request(pool: &Pool, mut conn: Conn, server: &Server) {
                     }
                 }
             }
+            stats.wait_begins("read");
             stats.turned(1, 1);
             if conn.read(stats) == Io::WouldBlock {
                 expire(&mut conn, &mut clock, stats); // SO_RCVTIMEO ran out

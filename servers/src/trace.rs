@@ -1,0 +1,126 @@
+//! A model's loop, recorded: when it waited and what it did, thread by thread, for the
+//! book's timelines (`iomodels trace` runs a short scripted scenario against each
+//! model with `serve --trace FILE`, and `iomodels book` draws what was recorded).
+//!
+//! Off unless asked for: then every event takes a lock and allocates, which is why it
+//! is for a few clients, never for a measured run.
+
+use std::os::fd::RawFd;
+use std::sync::Mutex;
+
+use nix::time::{clock_gettime, ClockId};
+
+use serde::{Deserialize, Serialize};
+
+use crate::timers::Evicted;
+
+/// One thing a model did, when, and on which thread.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Event {
+    /// CLOCK_MONOTONIC, in microseconds: the same clock in every process, so a
+    /// client's events and the server's share one axis.
+    pub us: u64,
+    /// The thread's name ("main" for the model's first thread).
+    pub thread: String,
+    #[serde(flatten)]
+    pub what: What,
+}
+
+/// What happened.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "kebab-case")]
+pub enum What {
+    /// The model's wait call begins: select, poll, epoll_wait, io_uring_enter, …
+    WaitBegins {
+        call: String,
+    },
+    /// It returns, with this many descriptors (or completions) ready.
+    WaitEnds {
+        ready: usize,
+    },
+    Accept {
+        fd: RawFd,
+    },
+    /// A read that brought `bytes` (0: the peer's EOF).
+    Read {
+        fd: RawFd,
+        bytes: usize,
+    },
+    /// A read that found nothing (EAGAIN).
+    EmptyRead {
+        fd: RawFd,
+    },
+    Write {
+        fd: RawFd,
+        bytes: usize,
+    },
+    /// The server's clock ran out for this connection (or a newcomer took its room).
+    Expired {
+        fd: RawFd,
+        why: String,
+    },
+    Close {
+        fd: RawFd,
+    },
+    /// Not the server's: what a client of the scenario did, so the picture shows cause
+    /// and effect on one time axis.
+    Client {
+        client: String,
+        did: String,
+    },
+}
+
+/// The recorder a [`crate::Stats`] holds when tracing.
+#[derive(Debug, Default)]
+pub struct Tracer {
+    events: Mutex<Vec<Event>>,
+}
+
+/// Now on CLOCK_MONOTONIC, in microseconds.
+pub fn now_us() -> u64 {
+    let t = clock_gettime(ClockId::CLOCK_MONOTONIC).expect("CLOCK_MONOTONIC exists");
+    t.tv_sec() as u64 * 1_000_000 + t.tv_nsec() as u64 / 1_000
+}
+
+impl Tracer {
+    pub fn new() -> Tracer {
+        Tracer::default()
+    }
+
+    pub fn record(&self, what: What) {
+        let thread = std::thread::current()
+            .name()
+            .unwrap_or("unnamed")
+            .to_string();
+        self.record_as(&thread, what);
+    }
+
+    /// Record `what` in the lane called `thread` (a demonstration's own lanes).
+    pub fn record_as(&self, thread: &str, what: What) {
+        let us = now_us();
+        let mut events = self.events.lock().unwrap_or_else(|e| e.into_inner());
+        events.push(Event {
+            us,
+            thread: thread.to_string(),
+            what,
+        });
+    }
+
+    /// Everything recorded, in order.
+    pub fn events(&self) -> Vec<Event> {
+        self.events
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}
+
+/// How an eviction is said in a trace.
+pub fn why(evicted: Evicted) -> String {
+    match evicted {
+        Evicted::HeaderTimeout => "header timeout",
+        Evicted::IdleTimeout => "idle timeout",
+        Evicted::Overload => "overload",
+    }
+    .to_string()
+}
