@@ -32,6 +32,7 @@ class Hello(tornado.web.RequestHandler):
         self.write("Hello, world!\n")
 
 
+# ANCHOR: handlers
 class SleepOnLoop(tornado.web.RequestHandler):
     """The notes' second handler: a blocking call inside the coroutine. The coroutine
     never yields during the sleep, so the IOLoop runs nothing else until it ends."""
@@ -67,6 +68,9 @@ class Wait(tornado.web.RequestHandler):
         await asyncio.sleep(int(ms) / 1000)
         self.set_header("Content-Type", "text/plain")
         self.write("waited\n")
+
+
+# ANCHOR_END: handlers
 
 
 class GenSleep(tornado.web.RequestHandler):

@@ -12,6 +12,7 @@ use similar::TextDiff;
 use iomodels_servers::{self as servers, MODELS};
 
 use crate::experiments::Experiment;
+use crate::myths::MYTHS;
 use crate::results::Run;
 use crate::{charts, report, timeline};
 
@@ -113,6 +114,14 @@ pub fn generate(root: &Path) -> Result<BTreeMap<PathBuf, Vec<u8>>, String> {
         files.insert(
             out.join("tables").join(format!("{experiment}.md")),
             report::table(&run, experiment).into_bytes(),
+        );
+    }
+    // The figures the myths page answers each claim with.
+    for myth in MYTHS {
+        let sentence = (myth.figures)(&run) + "\n";
+        files.insert(
+            out.join("myths").join(format!("{}.md", myth.key)),
+            sentence.into_bytes(),
         );
     }
     // The timelines, drawn from the recorded traces.

@@ -15,6 +15,7 @@ pub mod bench;
 pub mod book;
 pub mod charts;
 pub mod experiments;
+pub mod myths;
 pub mod report;
 pub mod results;
 pub mod timeline;

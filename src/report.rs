@@ -735,11 +735,17 @@ pub fn blocking(run: &Run) -> String {
     let own: BTreeSet<String> = blocking
         .filter(|p| p.own_path)
         .filter_map(|p| p.path.clone())
+        .filter(|own| *own != path)
         .collect();
+    let mut floors = false;
     let parts: Vec<String> = run
         .series(Experiment::Blocking, Point::rps)
         .iter()
-        .filter_map(|s| Some(format!("{} {:.1}", s.name, s.values.first()?.1)))
+        .filter_map(|s| {
+            let v = s.values.first()?;
+            floors |= v.2;
+            Some(format!("{} {:.1}{}", s.name, v.1, floor_mark(v.2)))
+        })
         .collect();
     let others = if own.is_empty() {
         String::new()
@@ -755,8 +761,9 @@ pub fn blocking(run: &Run) -> String {
     format!(
         "Every request asks {path}, whose handler blocks: where the wait runs on the \
          only loop, one request is served per sleep; a thread per connection sleeps \
-         in parallel.{others} Requests per second: {}.",
-        parts.join(", ")
+         in parallel.{others} Requests per second: {}.{}",
+        parts.join(", "),
+        floor_note(floors)
     )
 }
 

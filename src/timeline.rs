@@ -23,6 +23,7 @@ use iomodels_servers::trace::{now_us, Event, Tracer, What};
 use iomodels_servers::MODELS;
 
 use crate::bench::child::Server;
+use crate::report::thousands;
 
 /// Where the traces are kept, under the repository root.
 pub const TRACES: &str = "results/reference/traces";
@@ -386,16 +387,29 @@ pub fn svg(trace: &Trace) -> String {
     let x = |us: u64| LEFT + us.saturating_sub(t0) as f64 / 1000.0 / span_ms * plot;
 
     // Lanes in order of first appearance, the clients first; the signals thread is the
-    // harness's, not the model's.
+    // harness's, not the model's. A lane is named by its thread's name (without the
+    // kernel's id), numbered where several threads share one.
     let mut lanes: Vec<String> = Vec::new();
     if events.iter().any(|e| e.thread == "clients") {
         lanes.push("clients".into());
     }
+    let name_of = |thread: &str| thread.split('/').next().unwrap_or(thread).to_string();
     for e in events {
-        if e.thread != "signals" && !lanes.contains(&e.thread) {
+        if name_of(&e.thread) != "signals" && !lanes.contains(&e.thread) {
             lanes.push(e.thread.clone());
         }
     }
+    let lane_names: Vec<String> = lanes
+        .iter()
+        .map(|lane| {
+            let name = name_of(lane);
+            let same: Vec<&String> = lanes.iter().filter(|l| name_of(l) == name).collect();
+            match same.iter().position(|l| *l == lane) {
+                Some(i) if same.len() > 1 => format!("{name} {}", i + 1),
+                _ => name,
+            }
+        })
+        .collect();
 
     // Connections by the client they belong to: the n-th accept is the n-th client to
     // connect (the scenario connects them 40 ms apart).
@@ -415,6 +429,7 @@ pub fn svg(trace: &Trace) -> String {
     let mut marks: Vec<Vec<(f64, String, bool)>> = vec![Vec::new(); lanes.len()];
     let mut waits: Vec<Vec<(f64, f64, String)>> = vec![Vec::new(); lanes.len()];
     let mut open_wait: HashMap<usize, (f64, String)> = HashMap::new();
+    let mut spins: Vec<Vec<(f64, f64, u64)>> = vec![Vec::new(); lanes.len()];
     for e in events {
         let Some(lane) = lanes.iter().position(|l| *l == e.thread) else {
             continue;
@@ -437,6 +452,14 @@ pub fn svg(trace: &Trace) -> String {
             What::Read { fd, bytes: 0 } => format!("read {}: EOF", conn(&names, *fd)),
             What::Read { fd, bytes } => format!("read {}: {bytes} B", conn(&names, *fd)),
             What::EmptyRead { fd } => format!("read {}: EAGAIN", conn(&names, *fd)),
+            What::Spun {
+                empty_reads,
+                until_us,
+            } => {
+                // A band, like a wait's, but of work that found nothing.
+                spins[lane].push((at, x(*until_us), *empty_reads));
+                continue;
+            }
             What::Write { fd, bytes } => format!("write {}: {bytes} B", conn(&names, *fd)),
             What::Expired { fd, why } => format!("{why}: {}", conn(&names, *fd)),
             What::Close { fd } => {
@@ -517,7 +540,7 @@ pub fn svg(trace: &Trace) -> String {
         ms += step;
     }
     let mut y = top;
-    for (lane, name) in lanes.iter().enumerate() {
+    for (lane, name) in lane_names.iter().enumerate() {
         let h = lane_height(&rows_of[lane]);
         let base = y + h - 12.0;
         let _ = writeln!(
@@ -541,6 +564,23 @@ pub fn svg(trace: &Trace) -> String {
                     from + 2.0,
                     base + 3.5,
                     escape(call)
+                );
+            }
+        }
+        for (from, to, reads) in &spins[lane] {
+            let w = (to - from).max(1.0);
+            let label = format!("{} reads found nothing", thousands(*reads as f64));
+            let _ = writeln!(
+                out,
+                r##"<rect x="{from:.1}" y="{:.1}" width="{w:.1}" height="10" fill="#f4c7a1"><title>{label}</title></rect>"##,
+                base - 5.0
+            );
+            if w > label.len() as f64 * CHAR + 4.0 {
+                let _ = writeln!(
+                    out,
+                    r##"<text x="{:.1}" y="{:.1}" font-size="9" fill="#555">{label}</text>"##,
+                    from + 2.0,
+                    base + 3.5
                 );
             }
         }

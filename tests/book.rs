@@ -122,8 +122,9 @@ fn every_include_and_anchor_resolves() {
                 let open = format!("ANCHOR: {anchor}");
                 let close = format!("ANCHOR_END: {anchor}");
                 let has = |marker: &str| {
-                    body.lines()
-                        .any(|l| l.trim_end().ends_with(marker) && l.contains("//"))
+                    body.lines().any(|l| {
+                        l.trim_end().ends_with(marker) && (l.contains("//") || l.contains("# "))
+                    })
                 };
                 assert!(
                     has(&open) && has(&close),
@@ -378,10 +379,10 @@ fn every_timeline_is_recorded_from_the_current_source() {
         let trace = iomodels::timeline::load(&dir, name).unwrap();
         assert_eq!(trace.name, name);
         assert!(
-            trace.events.iter().any(|e| !matches!(
-                e.what,
-                iomodels_servers::trace::What::Client { .. }
-            )),
+            trace
+                .events
+                .iter()
+                .any(|e| !matches!(e.what, iomodels_servers::trace::What::Client { .. })),
             "{name}: a trace with nothing of the server's"
         );
         let now = iomodels::timeline::source_hash(root(), name).unwrap();
@@ -409,11 +410,102 @@ fn every_model_chapter_embeds_its_timeline() {
         assert!(text.contains(&image), "{}: embed {image}", page.display());
     }
     for chapter in ["epoll-lt", "epoll-et"] {
-        let text = std::fs::read_to_string(src().join("models").join(format!("{chapter}.md")))
-            .unwrap();
+        let text =
+            std::fs::read_to_string(src().join("models").join(format!("{chapter}.md"))).unwrap();
         assert!(
             text.contains("../generated/timelines/edge-vs-level.svg"),
             "{chapter}: embed the edge-against-level timeline"
         );
     }
+}
+
+/// The `## Try it` section of a page, if it has one: up to the next `## ` heading.
+fn try_it(text: &str) -> Option<&str> {
+    let start = text.find("\n## Try it\n")?;
+    let body = &text[start + "\n## Try it\n".len()..];
+    Some(body.find("\n## ").map_or(body, |end| &body[..end]))
+}
+
+/// The `iomodels` commands in console lines (`$ …`): each one's arguments, cut at the
+/// shell's separators and redirections.
+fn iomodels_commands(section: &str) -> Vec<Vec<String>> {
+    let mut commands = Vec::new();
+    for line in section.lines().filter_map(|l| l.trim().strip_prefix("$ ")) {
+        let pieces = line.split(['&', '|', ';', '(', ')']);
+        for piece in pieces {
+            let words: Vec<&str> = piece.split_whitespace().collect();
+            if let Some(at) = words.iter().position(|w| *w == "iomodels") {
+                let args = words[at + 1..]
+                    .iter()
+                    .take_while(|w| !w.starts_with(['>', '<']) && !w.starts_with("2>"))
+                    .map(|w| w.to_string())
+                    .collect();
+                commands.push(args);
+            }
+        }
+    }
+    commands
+}
+
+/// Every model chapter ends with a "Try it" box that runs `iomodels`, and every
+/// `iomodels` command in any box parses against the real command line (clap checks the
+/// subcommand, every flag and every value before it reaches `--help`).
+#[test]
+fn every_try_it_command_parses_against_the_cli() {
+    for model in iomodels_servers::MODELS {
+        let page = src().join("models").join(format!("{}.md", model.name));
+        let text = std::fs::read_to_string(&page).unwrap();
+        let section = try_it(&text).unwrap_or_else(|| panic!("{}: no Try it", page.display()));
+        assert!(
+            !section.contains("\n# "),
+            "{}: Try it must end the chapter",
+            page.display()
+        );
+        assert!(
+            text.rfind("\n## ") == text.find("\n## Try it\n"),
+            "{}: Try it must be the last section",
+            page.display()
+        );
+        assert!(
+            !iomodels_commands(section).is_empty(),
+            "{}: its Try it runs no iomodels command",
+            page.display()
+        );
+    }
+    let mut checked = 0;
+    for (page, text) in chapters() {
+        let Some(section) = try_it(&text) else {
+            continue;
+        };
+        for args in iomodels_commands(section) {
+            let out = std::process::Command::new(env!("CARGO_BIN_EXE_iomodels"))
+                .args(&args)
+                .arg("--help")
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{}: `iomodels {}` does not parse:\n{}",
+                page.display(),
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked >= 20, "only {checked} commands checked");
+}
+
+/// A typo in a Try it command is caught: the check above can fail.
+#[test]
+fn a_misspelt_try_it_command_is_refused() {
+    let section = "```console\n$ iomodels serve epoll-ett --port 8080 &\n```\n";
+    let args = &iomodels_commands(section)[0];
+    assert_eq!(args, &["serve", "epoll-ett", "--port", "8080"]);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_iomodels"))
+        .args(args)
+        .arg("--help")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
 }

@@ -20,7 +20,8 @@ pub struct Event {
     /// CLOCK_MONOTONIC, in microseconds: the same clock in every process, so a
     /// client's events and the server's share one axis.
     pub us: u64,
-    /// The thread's name ("main" for the model's first thread).
+    /// The thread: its name and its kernel id, `main/4242` (threads may share a name:
+    /// every connection thread of `blocking` is `conn`).
     pub thread: String,
     #[serde(flatten)]
     pub what: What,
@@ -49,6 +50,12 @@ pub enum What {
     /// A read that found nothing (EAGAIN).
     EmptyRead {
         fd: RawFd,
+    },
+    /// Reads that found nothing, one after another on this thread, until `until_us`:
+    /// busy-poll's spinning, recorded as one event rather than one per read.
+    Spun {
+        empty_reads: u64,
+        until_us: u64,
     },
     Write {
         fd: RawFd,
@@ -88,17 +95,40 @@ impl Tracer {
     }
 
     pub fn record(&self, what: What) {
-        let thread = std::thread::current()
+        let name = std::thread::current()
             .name()
             .unwrap_or("unnamed")
             .to_string();
-        self.record_as(&thread, what);
+        self.record_as(&format!("{name}/{}", nix::unistd::gettid()), what);
     }
 
     /// Record `what` in the lane called `thread` (a demonstration's own lanes).
     pub fn record_as(&self, thread: &str, what: What) {
         let us = now_us();
         let mut events = self.events.lock().unwrap_or_else(|e| e.into_inner());
+        // Empty reads in a row on one thread become one `Spun`.
+        if let (What::EmptyRead { .. }, Some(last)) = (&what, events.last_mut()) {
+            if last.thread == thread {
+                match &mut last.what {
+                    What::EmptyRead { .. } => {
+                        last.what = What::Spun {
+                            empty_reads: 2,
+                            until_us: us,
+                        };
+                        return;
+                    }
+                    What::Spun {
+                        empty_reads,
+                        until_us,
+                    } => {
+                        *empty_reads += 1;
+                        *until_us = us;
+                        return;
+                    }
+                    _ => {}
+                }
+            }
+        }
         events.push(Event {
             us,
             thread: thread.to_string(),

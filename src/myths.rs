@@ -1,0 +1,231 @@
+//! The figures the book's myths page answers each claim with, from results/reference:
+//! one table, one generated sentence per myth (`book/src/generated/myths/KEY.md`). The
+//! page's reasoning is prose; its numbers are these.
+
+use crate::experiments::Experiment;
+use crate::report::thousands;
+use crate::results::{Point, Run, Series};
+
+/// One claim of the blog notes, and the sentence of measured figures that answers it.
+pub struct Myth {
+    /// The generated file's name.
+    pub key: &'static str,
+    pub figures: fn(&Run) -> String,
+}
+
+pub const MYTHS: &[Myth] = &[
+    Myth {
+        key: "epoll-mmap",
+        figures: epoll_mmap,
+    },
+    Myth {
+        key: "et-faster",
+        figures: et_faster,
+    },
+    Myth {
+        key: "select-limit",
+        figures: select_limit,
+    },
+    Myth {
+        key: "async-blocking",
+        figures: async_blocking,
+    },
+    Myth {
+        key: "uring-beats-epoll",
+        figures: uring_beats_epoll,
+    },
+    Myth {
+        key: "tornado-async",
+        figures: tornado_async,
+    },
+];
+
+/// A series by its name.
+fn named<'a>(series: &'a [Series], name: &str) -> Option<&'a Series> {
+    series.iter().find(|s| s.name == name)
+}
+
+/// "4.1 µs" or "4.1 µs (a floor)" style: the value at x, if measured there.
+fn at(series: &[Series], name: &str, x: f64) -> Option<(f64, bool)> {
+    named(series, name)?
+        .values
+        .iter()
+        .find(|v| v.0 == x)
+        .map(|v| (v.1, v.2))
+}
+
+/// The largest x every one of `names` was measured at.
+fn common_max(series: &[Series], names: &[&str]) -> Option<f64> {
+    let mut xs: Option<Vec<f64>> = None;
+    for name in names {
+        let mine: Vec<f64> = named(series, name)?.values.iter().map(|v| v.0).collect();
+        xs = Some(match xs {
+            None => mine,
+            Some(prev) => prev.into_iter().filter(|x| mine.contains(x)).collect(),
+        });
+    }
+    xs?.into_iter().reduce(f64::max)
+}
+
+/// A counter per answered request over the window.
+fn per_request(p: &Point, counter: fn(&iomodels_servers::Snapshot) -> u64) -> Option<f64> {
+    let c = p.server.as_ref()?.counters.as_ref()?;
+    (c.requests > 0).then(|| counter(c) as f64 / c.requests as f64)
+}
+
+fn floor(saturated: bool) -> &'static str {
+    if saturated {
+        " (a floor: the load generator was saturated)"
+    } else {
+        ""
+    }
+}
+
+/// "NAME a µs" for each name, at x, of CPU per request in the idle experiment.
+fn cpu_at(run: &Run, names: &[&str], x: f64) -> Vec<String> {
+    let cpu = run.series(Experiment::Idle, Point::cpu_us_per_request);
+    names
+        .iter()
+        .filter_map(|name| {
+            let (v, _) = at(&cpu, name, x)?;
+            Some(format!("{name} {v:.2} µs"))
+        })
+        .collect()
+}
+
+fn epoll_mmap(run: &Run) -> String {
+    let cost = run.series(Experiment::WaitCost, |p| p.ns_per_wait);
+    let Some(epoll) = named(&cost, "epoll") else {
+        return "The reference run has no wait-cost figures for epoll.".into();
+    };
+    let (Some(first), Some(last)) = (epoll.values.first(), epoll.values.last()) else {
+        return "The reference run has no wait-cost figures for epoll.".into();
+    };
+    format!(
+        "In the reference run one epoll_wait with one descriptor ready costs {} ns among \
+         {} descriptors and {} ns among {}: its cost follows what is ready, not what is \
+         watched, with no shared memory at all.",
+        thousands(first.1),
+        thousands(first.0),
+        thousands(last.1),
+        thousands(last.0)
+    )
+}
+
+fn et_faster(run: &Run) -> String {
+    let names = ["epoll-et", "epoll-lt", "epoll-et --et-drain eagain"];
+    let cpu = run.series(Experiment::Idle, Point::cpu_us_per_request);
+    let calls = run.series(Experiment::Idle, |p| per_request(p, |c| c.syscalls));
+    let Some(max) = common_max(&cpu, &names) else {
+        return "The reference run has no idle figures for the two epoll models.".into();
+    };
+    let syscalls: Vec<String> = names
+        .iter()
+        .filter_map(|name| {
+            let (v, _) = at(&calls, name, max)?;
+            Some(format!("{name} {v:.2}"))
+        })
+        .collect();
+    format!(
+        "Server CPU per request in the reference run, at 0 idle connections: {}; at {} \
+         idle: {}. System calls per request at {}: {}.",
+        cpu_at(run, &names, 0.0).join(", "),
+        thousands(max),
+        cpu_at(run, &names, max).join(", "),
+        thousands(max),
+        syscalls.join(", ")
+    )
+}
+
+fn select_limit(run: &Run) -> String {
+    let rps = run.series(Experiment::Idle, Point::rps);
+    let Some(select) = named(&rps, "select") else {
+        return "The reference run did not run select.".into();
+    };
+    let held = select.values.iter().map(|v| v.0).reduce(f64::max);
+    match (held, select.limits.first()) {
+        (Some(held), Some((x, limit))) => format!(
+            "In the reference run select held {} idle connections and met its limit at {}: \
+             {}.",
+            thousands(held),
+            thousands(*x),
+            limit.why
+        ),
+        (Some(held), None) => format!(
+            "In the reference run select held every point asked of it, up to {} idle \
+             connections.",
+            thousands(held)
+        ),
+        _ => "The reference run has no idle figures for select.".into(),
+    }
+}
+
+fn async_blocking(run: &Run) -> String {
+    let reads = run.series(Experiment::Idle, |p| per_request(p, |c| c.reads));
+    let waits = run.series(Experiment::Idle, |p| per_request(p, |c| c.wait_calls));
+    let parts: Vec<String> = ["epoll-et", "io-uring"]
+        .iter()
+        .filter_map(|name| {
+            let (r, _) = at(&reads, name, 0.0)?;
+            let (w, _) = at(&waits, name, 0.0)?;
+            Some(format!(
+                "{name} made {r:.2} read calls and {w:.2} waits per request"
+            ))
+        })
+        .collect();
+    if parts.is_empty() {
+        return "The reference run has no counters for epoll-et and io-uring.".into();
+    }
+    format!(
+        "At 10 busy connections in the reference run, {}: epoll-et waits, then copies \
+         with a read of its own; io-uring's bytes are in its buffers when the \
+         completion arrives.",
+        parts.join("; ")
+    )
+}
+
+fn uring_beats_epoll(run: &Run) -> String {
+    let names = ["io-uring", "epoll-et", "io-uring --uring-mode basic"];
+    let cpu = run.series(Experiment::Idle, Point::cpu_us_per_request);
+    let Some(max) = common_max(&cpu, &names) else {
+        return "The reference run has no idle figures for io-uring and epoll-et.".into();
+    };
+    let memory = run.memory_per_idle_connection();
+    let kib: Vec<String> = names
+        .iter()
+        .filter_map(|name| {
+            let s = named(&memory, name)?;
+            let last = s.values.last()?;
+            Some(format!("{name} {:.2} KiB", last.1))
+        })
+        .collect();
+    format!(
+        "Server CPU per request in the reference run, at 0 idle connections: {}; at {} \
+         idle: {}. Memory per idle connection: {}.",
+        cpu_at(run, &names, 0.0).join(", "),
+        thousands(max),
+        cpu_at(run, &names, max).join(", "),
+        kib.join(", ")
+    )
+}
+
+fn tornado_async(run: &Run) -> String {
+    let rps = run.series(Experiment::Blocking, Point::rps);
+    let parts: Vec<String> = rps
+        .iter()
+        .filter(|s| s.name.starts_with("tornado"))
+        .filter_map(|s| {
+            let v = s.values.first()?;
+            Some(format!("{} {:.0} req/s{}", s.name, v.1, floor(v.2)))
+        })
+        .collect();
+    if parts.is_empty() {
+        return "Tornado was not installed for the reference run, so it has no figures \
+                here; `pip install tornado` and run the blocking experiment."
+            .into();
+    }
+    format!(
+        "20 connections, each asking in turn, in the reference run: {}.",
+        parts.join(", ")
+    )
+}
