@@ -190,6 +190,13 @@ struct ServeArgs {
     /// `thread-pool`: workers [default: 16]; `epoll-mt`: loops [default: one per CPU].
     #[arg(long)]
     threads: Option<std::num::NonZeroUsize>,
+    /// `prefork` only: worker processes [default: one per CPU it may use].
+    #[arg(long)]
+    workers: Option<std::num::NonZeroUsize>,
+    /// Listen with SO_REUSEPORT, beside other servers on the same port (`prefork`
+    /// starts its workers so).
+    #[arg(long)]
+    reuse_port: bool,
     /// `epoll-et` only: after an edge, stop reading at a short read (the socket is empty,
     /// epoll(7); as nginx reads) or only at EAGAIN (one more read per event, the naive
     /// drain).
@@ -307,6 +314,7 @@ fn serve(args: ServeArgs) -> Result<(), String> {
             WaitsArg::Executor => Waits::Executor,
         },
         threads: args.threads.map(std::num::NonZeroUsize::get),
+        workers: args.workers.map(std::num::NonZeroUsize::get),
         et_drain: match args.et_drain {
             EtDrainArg::ShortRead => EtDrain::ShortRead,
             EtDrainArg::Eagain => EtDrain::Eagain,
@@ -343,7 +351,7 @@ fn serve(args: ServeArgs) -> Result<(), String> {
         }
     };
     let addr = SocketAddr::new(args.bind, args.port);
-    let listener = servers::listen(addr, config.backlog, model.reuse_port)
+    let listener = servers::listen(addr, config.backlog, model.reuse_port || args.reuse_port)
         .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
     let local = listener.local_addr().map_err(|e| e.to_string())?;
     let (proto, max) = (config.proto.name(), config.max_connections);

@@ -186,6 +186,16 @@ pub const MODELS: &[Model] = &[
         max_fds: None,
         neighbour: Some("epoll-et"),
     },
+    Model {
+        name: "prefork",
+        serve: models::prefork::serve,
+        summary: "nginx's architecture: a master and N worker processes, each epoll-et's loop",
+        limit: "none of its own: each worker has its own descriptor table",
+        reuse_port: true,
+        available: always,
+        max_fds: None,
+        neighbour: Some("epoll-mt"),
+    },
 ];
 // ANCHOR_END: models
 
@@ -204,6 +214,13 @@ pub fn run(
     ready: impl FnOnce(),
 ) -> io::Result<Snapshot> {
     let server = Arc::new(Server::new(config));
+    // A parent may have started us with these blocked (a mask survives exec; prefork's
+    // master blocks them, as every model thread does): the signal thread must take them.
+    let mut handled = SigSet::empty();
+    for signal in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGUSR1] {
+        handled.add(signal);
+    }
+    handled.thread_unblock()?;
     let mut signals = Signals::new([SIGINT, SIGTERM, SIGUSR1])?;
     let watcher = Arc::clone(&server);
     let name = model.name;
@@ -212,7 +229,7 @@ pub fn run(
         .spawn(move || {
             for signal in signals.forever() {
                 if signal == SIGUSR1 {
-                    print_snapshot(&watcher.stats.snapshot(name));
+                    print_snapshot(&watcher.snapshot(name));
                 } else {
                     watcher.stop();
                 }
@@ -220,15 +237,11 @@ pub fn run(
         })?;
     // Only the signals thread takes them: blocked here, and in every thread the model
     // starts (a mask is inherited), no wait of a model is ever interrupted by one.
-    let mut handled = SigSet::empty();
-    for signal in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGUSR1] {
-        handled.add(signal);
-    }
     handled.thread_block()?;
     ready();
     server.stats.thread_started();
     (model.serve)(listener, &server)?;
-    let snapshot = server.stats.snapshot(model.name);
+    let snapshot = server.snapshot(model.name);
     print_snapshot(&snapshot);
     if let (Some(path), Some(tracer)) = (&server.config.trace, server.stats.tracer.get()) {
         let events = serde_json::to_string(&tracer.events()).expect("events serialize");

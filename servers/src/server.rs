@@ -15,7 +15,7 @@ use nix::unistd::{pipe2, read, write};
 use socket2::{Domain, Socket, Type};
 
 use crate::handler::Proto;
-use crate::stats::Stats;
+use crate::stats::{Snapshot, Stats};
 use crate::trace::Tracer;
 
 /// Settings a model is started with.
@@ -32,6 +32,8 @@ pub struct Config {
     pub waits: Waits,
     /// `thread-pool`: workers; `epoll-mt`: loops. None: the model's default.
     pub threads: Option<usize>,
+    /// `prefork`: worker processes. None: one per CPU it may use.
+    pub workers: Option<usize>,
     /// `epoll-et`: when a drain stops reading.
     pub et_drain: EtDrain,
     /// `io-uring`: how it accepts and receives.
@@ -101,6 +103,7 @@ impl Default for Config {
             executor: default_executor(),
             waits: Waits::default(),
             threads: None,
+            workers: None,
             et_drain: EtDrain::default(),
             uring_mode: UringMode::default(),
             header_timeout: Some(DEFAULT_HEADER_TIMEOUT),
@@ -141,6 +144,18 @@ pub struct Server {
     pub stats: Stats,
     stop: AtomicBool,
     wakers: Mutex<Vec<Arc<Waker>>>,
+    /// Where the counters come from when they are not all in `stats`: `prefork`'s
+    /// workers, each a process of its own.
+    gather: Mutex<Option<Gather>>,
+}
+
+/// A model's own way to read its counters (see [`Server::gather_counters`]).
+struct Gather(Box<dyn FnMut(&str) -> Snapshot + Send>);
+
+impl std::fmt::Debug for Gather {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Gather")
+    }
 }
 
 impl Server {
@@ -154,7 +169,24 @@ impl Server {
             stats,
             stop: AtomicBool::new(false),
             wakers: Mutex::new(Vec::new()),
+            gather: Mutex::new(None),
         }
+    }
+
+    /// The counters of `model`, as printed on SIGUSR1 and at exit: `stats`, or what
+    /// the model's gatherer returns if it set one.
+    pub fn snapshot(&self, model: &str) -> Snapshot {
+        let mut gather = self.gather.lock().unwrap_or_else(|e| e.into_inner());
+        match gather.as_mut() {
+            Some(Gather(gather)) => gather(model),
+            None => self.stats.snapshot(model),
+        }
+    }
+
+    /// Read the counters with `gather` from now on (a model whose work is done in other
+    /// processes).
+    pub fn gather_counters(&self, gather: impl FnMut(&str) -> Snapshot + Send + 'static) {
+        *self.gather.lock().unwrap_or_else(|e| e.into_inner()) = Some(Gather(Box::new(gather)));
     }
 
     /// True once SIGINT or SIGTERM arrived: the model returns from `serve`.

@@ -51,6 +51,8 @@ pub struct Stats {
     pub header_timeouts: AtomicU64,
     pub idle_timeouts: AtomicU64,
     pub overload_evictions: AtomicU64,
+    /// `prefork`: worker processes that died and were started again.
+    pub worker_restarts: AtomicU64,
     /// What the kernel offered the model and it uses (io-uring: single-issuer, …).
     pub features: Mutex<Vec<String>>,
     /// Set with `serve --trace`: every event recorded, for the book's timelines.
@@ -174,6 +176,7 @@ impl Stats {
             header_timeouts: get(&self.header_timeouts),
             idle_timeouts: get(&self.idle_timeouts),
             overload_evictions: get(&self.overload_evictions),
+            worker_restarts: get(&self.worker_restarts),
             features: self
                 .features
                 .lock()
@@ -224,6 +227,9 @@ pub struct Snapshot {
     pub idle_timeouts: u64,
     #[serde(skip_serializing_if = "is_zero")]
     pub overload_evictions: u64,
+    /// `prefork`: workers started again after they died.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub worker_restarts: u64,
     /// Kernel features the model uses (io-uring), once at start.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub features: Vec<String>,
@@ -258,7 +264,76 @@ impl Snapshot {
             header_timeouts: delta(self.header_timeouts, earlier.header_timeouts),
             idle_timeouts: delta(self.idle_timeouts, earlier.idle_timeouts),
             overload_evictions: delta(self.overload_evictions, earlier.overload_evictions),
+            worker_restarts: delta(self.worker_restarts, earlier.worker_restarts),
             features: self.features.clone(),
+        }
+    }
+
+    /// No counts yet, for `model`.
+    pub fn empty(model: &str) -> Snapshot {
+        Snapshot {
+            model: model.to_string(),
+            ..Snapshot::default()
+        }
+    }
+
+    /// Add another process's counters to these (`prefork` sums its workers'): tallies
+    /// and levels alike, since the processes share nothing.
+    pub fn add(&mut self, other: &Snapshot) {
+        let Snapshot {
+            model: _,
+            accepted,
+            refused,
+            closed,
+            open,
+            requests,
+            bytes_in,
+            bytes_out,
+            wait_calls,
+            fds_scanned,
+            events,
+            empty_reads,
+            reads,
+            writes,
+            ctl_calls,
+            syscalls,
+            threads,
+            threads_peak,
+            queued,
+            queued_peak,
+            header_timeouts,
+            idle_timeouts,
+            overload_evictions,
+            worker_restarts,
+            features,
+        } = other;
+        self.accepted += accepted;
+        self.refused += refused;
+        self.closed += closed;
+        self.open += open;
+        self.requests += requests;
+        self.bytes_in += bytes_in;
+        self.bytes_out += bytes_out;
+        self.wait_calls += wait_calls;
+        self.fds_scanned += fds_scanned;
+        self.events += events;
+        self.empty_reads += empty_reads;
+        self.reads += reads;
+        self.writes += writes;
+        self.ctl_calls += ctl_calls;
+        self.syscalls += syscalls;
+        self.threads += threads;
+        self.threads_peak += threads_peak;
+        self.queued += queued;
+        self.queued_peak += queued_peak;
+        self.header_timeouts += header_timeouts;
+        self.idle_timeouts += idle_timeouts;
+        self.overload_evictions += overload_evictions;
+        self.worker_restarts += worker_restarts;
+        for f in features {
+            if !self.features.contains(f) {
+                self.features.push(f.clone());
+            }
         }
     }
 }

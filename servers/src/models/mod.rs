@@ -8,6 +8,7 @@ pub mod epoll_lt;
 pub mod epoll_mt;
 pub mod io_uring;
 pub mod poll;
+pub mod prefork;
 pub mod reactor;
 pub mod select;
 pub mod sigio;

@@ -1,0 +1,247 @@
+// ANCHOR: header
+//! `prefork`: nginx's architecture. A master process starts N worker processes
+//! (`--workers N`, default: one per CPU it may use); each runs epoll-et's loop on a
+//! listening socket of its own on the same port (SO_REUSEPORT), with a descriptor table
+//! of its own.
+//!
+//! - What blocks: each worker, in its own epoll_wait(2). The master serves nothing: it
+//!   waits in poll(2) for a stop request or a worker's death (SIGCHLD).
+//! - Cost per wake-up: as epoll-et, per worker.
+//! - Limit: none of its own. Each worker may hold as many descriptors as one process
+//!   may, so N workers hold N times that: how nginx keeps 100,000 connections on a host
+//!   whose per-process limit is 20,000.
+//! - Against epoll-mt: processes, not threads. Nothing is shared, so nothing is
+//!   contended, and a worker that dies takes only its own connections with it: the
+//!   master starts another. The price: the counters live in N processes (the master
+//!   gathers them), and no worker can take over another's connections.
+//! - The workers are this binary's `serve epoll-et`, started with fork and exec. nginx
+//!   forks without exec; a process that has started threads (ours has its signal
+//!   thread) may only call async-signal-safe functions between fork and exec.
+// ANCHOR_END: header
+
+use std::io::{self, BufRead, BufReader};
+use std::net::{SocketAddr, TcpListener};
+use std::os::fd::AsFd;
+use std::os::unix::net::UnixStream;
+use std::process::{Child, ChildStdout, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+use crate::server::{Config, Server};
+use crate::stats::{Snapshot, Stats};
+
+// ANCHOR: state
+/// One worker process, and the pipe its counters come on (one JSON line per SIGUSR1,
+/// and one as it exits).
+struct Worker {
+    child: Child,
+    counters: BufReader<ChildStdout>,
+}
+
+/// The workers, shared by the master's loop (which replaces a dead one) and whoever
+/// asks for the counters (the signal thread, on SIGUSR1).
+struct Workers {
+    running: Vec<Worker>,
+    /// Once the workers are stopped: the sum of their last counters.
+    last: Option<Snapshot>,
+}
+// ANCHOR_END: state
+
+/// How long a worker may take to say it listens.
+const PATIENCE: Duration = Duration::from_secs(10);
+
+pub fn serve(listener: TcpListener, server: &Arc<Server>) -> io::Result<()> {
+    // ANCHOR: setup
+    let n = server
+        .config
+        .workers
+        .unwrap_or_else(|| thread::available_parallelism().map_or(1, |n| n.get()))
+        .max(1);
+    let addr = listener.local_addr()?;
+    let running = (0..n)
+        .map(|i| Worker::start(i, addr, &server.config))
+        .collect::<io::Result<Vec<_>>>()?;
+    // Every worker listens beside us now. Ours leaves the port's group: the kernel
+    // would otherwise queue connections on a socket nobody accepts from.
+    drop(listener);
+    let workers = Arc::new(Mutex::new(Workers {
+        running,
+        last: None,
+    }));
+    let gather = Arc::clone(&workers);
+    server.gather_counters(move |model| gather.lock().unwrap().counters(model));
+    // A worker's death is a signal to the master: its handler writes to this pipe.
+    let (dead, dead_tx) = UnixStream::pair()?;
+    signal_hook::low_level::pipe::register(signal_hook::consts::SIGCHLD, dead_tx)?;
+    dead.set_nonblocking(true)?;
+    let stop = server.waker()?;
+    // ANCHOR_END: setup
+
+    while !server.stopping() {
+        // ANCHOR: wait
+        // The master's only wait: for the stop waker, or for SIGCHLD.
+        let mut fds = [
+            PollFd::new(stop.as_fd(), PollFlags::POLLIN),
+            PollFd::new(dead.as_fd(), PollFlags::POLLIN),
+        ];
+        match poll(&mut fds, PollTimeout::NONE) {
+            Ok(_) | Err(Errno::EINTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+        server.stats.waited(2, 1);
+        let _ = io::copy(&mut &dead, &mut io::sink());
+        // ANCHOR_END: wait
+        // ANCHOR: dispatch
+        // Replace every worker that died, unless we are stopping anyway.
+        let mut workers = workers.lock().unwrap();
+        for (i, worker) in workers.running.iter_mut().enumerate() {
+            let Ok(Some(status)) = worker.child.try_wait() else {
+                continue;
+            };
+            if server.stopping() {
+                break;
+            }
+            eprintln!(
+                "iomodels: prefork worker {i} (pid {}) ended ({status}); starting another",
+                worker.child.id()
+            );
+            Stats::add(&server.stats.worker_restarts, 1);
+            *worker = Worker::start(i, addr, &server.config)?;
+        }
+        // ANCHOR_END: dispatch
+    }
+    // ANCHOR: close
+    // Stop every worker as nginx's master does: pass the signal on, wait for each, and
+    // keep the counters each prints as it exits.
+    workers.lock().unwrap().stop(&server.stats);
+    Ok(())
+    // ANCHOR_END: close
+}
+
+// ANCHOR: accept
+// Each worker accepts from its own listener; the kernel picks which listener a new
+// connection joins by a hash of its addresses (SO_REUSEPORT), as for epoll-mt's loops.
+// ANCHOR_END: accept
+
+// ANCHOR: readable
+// As epoll_et.rs, in each worker.
+// ANCHOR_END: readable
+
+// ANCHOR: writable
+// As epoll_et.rs, in each worker.
+// ANCHOR_END: writable
+
+// ANCHOR: worker
+impl Worker {
+    /// Start worker `i`: this binary's `serve epoll-et`, on `addr` beside the others,
+    /// with the master's settings; return once it says it listens.
+    fn start(i: usize, addr: SocketAddr, config: &Config) -> io::Result<Worker> {
+        let mut cmd = Command::new(std::env::current_exe()?);
+        cmd.args(["serve", "epoll-et", "--reuse-port"])
+            .args(["--bind", &addr.ip().to_string()])
+            .args(["--port", &addr.port().to_string()])
+            .args(["--proto", config.proto.name()])
+            .args(["--backlog", &config.backlog.to_string()])
+            .args(["--header-timeout", &timeout(config.header_timeout)])
+            .args(["--idle-timeout", &timeout(config.idle_timeout)])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn()?;
+        let stderr = child.stderr.take().expect("piped");
+        let counters = BufReader::new(child.stdout.take().expect("piped"));
+        // The worker says where it listens on stderr; everything it says after that is
+        // passed on, so that its messages (out of descriptors, …) reach our reader.
+        let (said, listening) = std::sync::mpsc::channel();
+        thread::Builder::new()
+            .name(format!("worker-{i}-stderr"))
+            .spawn(move || {
+                let mut told = false;
+                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                    if !told && line.contains(" listening on ") {
+                        told = true;
+                        let _ = said.send(());
+                    } else {
+                        eprintln!("{line} (worker {i})");
+                    }
+                }
+            })?;
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            if listening.recv_timeout(Duration::from_millis(50)).is_ok() {
+                return Ok(Worker { child, counters });
+            }
+            if let Some(status) = child.try_wait()? {
+                return Err(io::Error::other(format!(
+                    "prefork worker {i} exited before it listened ({status})"
+                )));
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                return Err(io::Error::other(format!(
+                    "prefork worker {i} did not listen within {PATIENCE:?}"
+                )));
+            }
+        }
+    }
+
+    /// The next JSON line of counters the worker prints.
+    fn read_counters(&mut self) -> Option<Snapshot> {
+        let mut line = String::new();
+        self.counters.read_line(&mut line).ok()?;
+        serde_json::from_str(&line).ok()
+    }
+}
+
+impl Workers {
+    /// Every worker's counters, summed as one model's: asked of each with SIGUSR1 while
+    /// they run, the last ones once they have stopped.
+    fn counters(&mut self, model: &str) -> Snapshot {
+        if let Some(last) = &self.last {
+            return Snapshot {
+                model: model.into(),
+                ..last.clone()
+            };
+        }
+        let mut sum = Snapshot::empty(model);
+        for worker in &mut self.running {
+            let _ = kill(Pid::from_raw(worker.child.id() as i32), Signal::SIGUSR1);
+            if let Some(counters) = worker.read_counters() {
+                sum.add(&counters);
+            }
+        }
+        sum
+    }
+
+    /// SIGTERM to every worker, then wait for each and keep the sum of its last counters.
+    fn stop(&mut self, master: &Stats) {
+        for worker in &self.running {
+            let _ = kill(Pid::from_raw(worker.child.id() as i32), Signal::SIGTERM);
+        }
+        let mut sum = master.snapshot("prefork");
+        for worker in &mut self.running {
+            // Its last line comes as it exits; any line before it was a SIGUSR1's.
+            let mut last = None;
+            while let Some(counters) = worker.read_counters() {
+                last = Some(counters);
+            }
+            let _ = worker.child.wait();
+            if let Some(counters) = last {
+                sum.add(&counters);
+            }
+        }
+        self.last = Some(sum);
+    }
+}
+// ANCHOR_END: worker
+
+/// A timeout as `serve` takes it.
+fn timeout(t: Option<Duration>) -> String {
+    t.map_or("off".into(), |d| format!("{}ms", d.as_millis().max(1)))
+}
