@@ -82,6 +82,9 @@ fn scenario_args(model: &str) -> Vec<String> {
     if model == "thread-pool" || model == "epoll-mt" {
         args.extend(["--threads".to_string(), "2".to_string()]);
     }
+    if model == "prefork" {
+        args.extend(["--workers".to_string(), "2".to_string()]);
+    }
     args
 }
 
@@ -413,14 +416,25 @@ pub fn svg(trace: &Trace) -> String {
 
     // Connections by the client they belong to: the n-th accept is the n-th client to
     // connect (the scenario connects them 40 ms apart).
-    let mut names: HashMap<i32, String> = HashMap::new();
+    // Descriptors are a process's: keyed by the process (prefork's workers are named
+    // `worker N`; every other model's threads share one table) and the number.
+    let mut names: HashMap<(String, i32), String> = HashMap::new();
     let mut connecting = events.iter().filter_map(|e| match &e.what {
         What::Client { client, did } if did == "connects" => Some(client.clone()),
         _ => None,
     });
-    let conn = |names: &HashMap<i32, String>, fd: i32| {
+    let process = |thread: &str| {
+        let name = name_of(thread);
+        if name.starts_with("worker ") {
+            name
+        } else {
+            String::new()
+        }
+    };
+    let conn = |names: &HashMap<(String, i32), String>, key: (String, i32)| {
+        let fd = key.1;
         names
-            .get(&fd)
+            .get(&key)
             .cloned()
             .unwrap_or_else(|| format!("fd {fd}"))
     };
@@ -435,6 +449,7 @@ pub fn svg(trace: &Trace) -> String {
             continue;
         };
         let at = x(e.us);
+        let key = |fd: &i32| (process(&e.thread), *fd);
         if let Some((from, call)) = open_wait.remove(&lane) {
             waits[lane].push((from, at, call));
         }
@@ -446,12 +461,12 @@ pub fn svg(trace: &Trace) -> String {
             What::WaitEnds { ready } => format!("{ready} ready"),
             What::Accept { fd } => {
                 let name = connecting.next().unwrap_or_else(|| format!("fd {fd}"));
-                names.insert(*fd, name.clone());
+                names.insert(key(fd), name.clone());
                 format!("accept {name}")
             }
-            What::Read { fd, bytes: 0 } => format!("read {}: EOF", conn(&names, *fd)),
-            What::Read { fd, bytes } => format!("read {}: {bytes} B", conn(&names, *fd)),
-            What::EmptyRead { fd } => format!("read {}: EAGAIN", conn(&names, *fd)),
+            What::Read { fd, bytes: 0 } => format!("read {}: EOF", conn(&names, key(fd))),
+            What::Read { fd, bytes } => format!("read {}: {bytes} B", conn(&names, key(fd))),
+            What::EmptyRead { fd } => format!("read {}: EAGAIN", conn(&names, key(fd))),
             What::Spun {
                 empty_reads,
                 until_us,
@@ -460,11 +475,11 @@ pub fn svg(trace: &Trace) -> String {
                 spins[lane].push((at, x(*until_us), *empty_reads));
                 continue;
             }
-            What::Write { fd, bytes } => format!("write {}: {bytes} B", conn(&names, *fd)),
-            What::Expired { fd, why } => format!("{why}: {}", conn(&names, *fd)),
+            What::Write { fd, bytes } => format!("write {}: {bytes} B", conn(&names, key(fd))),
+            What::Expired { fd, why } => format!("{why}: {}", conn(&names, key(fd))),
             What::Close { fd } => {
-                let label = format!("close {}", conn(&names, *fd));
-                names.remove(fd);
+                let label = format!("close {}", conn(&names, key(fd)));
+                names.remove(&key(fd));
                 label
             }
             What::Client { client, did } => format!("{client} {did}"),

@@ -656,7 +656,7 @@ fn sigterm_exits_0_with_counters(model: &'static str) {
 fn emfile_refuses_and_recovers(model: &'static str) {
     let server = Server::start_with(
         model,
-        &["--max-connections", "1000"],
+        &with_one_loop(model, &["--max-connections", "1000"]),
         &[(Resource::RLIMIT_NOFILE, 48)],
     );
     let mut clients: Vec<Client> = (0..80).map(|_| server.connect()).collect();
@@ -809,11 +809,15 @@ fn mid_request_never_evicted(model: &'static str) {
 }
 
 /// `epoll-mt` closes only the idle connections of the loop the newcomer landed on (as
-/// each nginx worker reuses only its own): one loop, to say which connection goes.
+/// each nginx worker reuses only its own), and each of `prefork`'s workers has its own
+/// cap and descriptor table: one loop, to say which connection goes.
 fn with_one_loop(model: &str, args: &[&'static str]) -> Vec<&'static str> {
     let mut args = args.to_vec();
     if model == "epoll-mt" {
         args.extend(["--threads", "1"]);
+    }
+    if model == "prefork" {
+        args.extend(["--workers", "1"]);
     }
     args
 }
@@ -904,6 +908,7 @@ conformance! {
     sigio => "sigio",
     io_uring => "io-uring",
     epoll_mt => "epoll-mt",
+    prefork => "prefork",
 }
 
 /// Why `model` cannot run on this kernel (io_uring refused), or None. The same check
@@ -941,8 +946,9 @@ fn blocking_idle_connection_thread_sleeps_in_read() {
 fn answered_first(server: &Server) -> &'static str {
     let mut slow = server.connect();
     slow.send(b"GET /sleep/800 HTTP/1.1\r\nHost: t\r\n\r\n");
-    // Let the server take the slow request up before the quick one comes.
-    thread::sleep(Duration::from_millis(150));
+    // Let the server take the slow request up (parse it: counted) before the quick one
+    // comes; a fixed pause was not always enough on a loaded machine.
+    server.counters_until("the slow request was never taken up", |c| c.requests >= 1);
     let slow = thread::spawn(move || {
         let resp = slow.response().expect("the slow answer");
         assert_eq!(resp.body, b"slept\n");
@@ -1186,4 +1192,81 @@ fn sigio_falls_back_to_a_scan_when_the_signal_queue_overflows() {
     assert!(server.logged("overflowed"), "the overflow is said");
     let counters = server.stop_for_counters();
     assert_eq!(counters.requests, 200, "{counters:?}");
+}
+
+/// The worker processes of the `prefork` server `pid` (its children, from /proc).
+fn children(pid: u32) -> Vec<i32> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).unwrap();
+    let mut found = Vec::new();
+    for task in tasks {
+        let path = task.unwrap().path().join("children");
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        found.extend(
+            text.split_whitespace()
+                .filter_map(|p| p.parse::<i32>().ok()),
+        );
+    }
+    found
+}
+
+/// A worker killed under load: the master starts another (logged, counted), and service
+/// goes on: every request asked after the restart is answered.
+#[test]
+fn prefork_replaces_a_worker_killed_under_load() {
+    let server = Server::start("prefork", &["--workers", "2"]);
+    let workers = children(server.child.id());
+    assert_eq!(workers.len(), 2, "{workers:?}");
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = {
+        let (addr, stop) = (server.addr, Arc::clone(&stop));
+        thread::spawn(move || {
+            // A new connection per request, so that both workers take some.
+            let (mut answered, mut failed) = (0u64, 0u64);
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let asked = TcpStream::connect(addr).and_then(|mut s| {
+                    s.set_read_timeout(Some(PATIENCE))?;
+                    s.write_all(b"GET / HTTP/1.0\r\n\r\n")?;
+                    let mut answer = Vec::new();
+                    s.read_to_end(&mut answer)?;
+                    Ok(answer.starts_with(b"HTTP/1.1 200"))
+                });
+                match asked {
+                    Ok(true) => answered += 1,
+                    _ => failed += 1,
+                }
+            }
+            (answered, failed)
+        })
+    };
+    thread::sleep(Duration::from_millis(300));
+    kill(Pid::from_raw(workers[0]), Signal::SIGKILL).unwrap();
+    let deadline = Instant::now() + PATIENCE;
+    while !server.logged("starting another") {
+        assert!(
+            Instant::now() < deadline,
+            "the master never replaced the worker"
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+    // From now on, every request is answered.
+    thread::sleep(Duration::from_millis(100));
+    let (before, _) = {
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        load.join().unwrap()
+    };
+    assert!(before > 0, "the load was not served before the kill");
+    let mut client = server.connect();
+    for _ in 0..20 {
+        assert_eq!(client.get("/").status, 200);
+        let mut fresh = server.connect();
+        assert_eq!(fresh.get("/").status, 200);
+    }
+    let now = children(server.child.id());
+    assert_eq!(now.len(), 2, "{now:?}");
+    assert!(
+        !now.contains(&workers[0]) && now.contains(&workers[1]),
+        "{now:?}"
+    );
+    let counters = server.stop_for_counters();
+    assert_eq!(counters.worker_restarts, 1, "{counters:?}");
 }

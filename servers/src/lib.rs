@@ -55,6 +55,9 @@ pub struct Model {
     /// FD_SETSIZE): `--max-connections` defaults below it, so that a newcomer past it
     /// makes room rather than get a descriptor it cannot watch.
     pub max_fds: Option<u64>,
+    /// It says itself when it listens ([`Server::announce`]), rather than as soon as it
+    /// is started: prefork, whose workers listen, not the process that was started.
+    pub announces: bool,
     /// The model it is read against (its header's "Against ..."): the book shows the
     /// diff between the two files. None for the first.
     pub neighbour: Option<&'static str>,
@@ -83,6 +86,7 @@ pub const MODELS: &[Model] = &[
         reuse_port: false,
         available: always,
         max_fds: None,
+        announces: false,
         neighbour: None,
     },
     Model {
@@ -93,6 +97,7 @@ pub const MODELS: &[Model] = &[
         reuse_port: false,
         available: always,
         max_fds: None,
+        announces: false,
         neighbour: Some("blocking"),
     },
     Model {
@@ -103,6 +108,7 @@ pub const MODELS: &[Model] = &[
         reuse_port: false,
         available: always,
         max_fds: Some(nix::sys::select::FD_SETSIZE as u64),
+        announces: false,
         neighbour: Some("busy-poll"),
     },
     Model {
@@ -113,6 +119,7 @@ pub const MODELS: &[Model] = &[
         reuse_port: false,
         available: always,
         max_fds: None,
+        announces: false,
         neighbour: Some("select"),
     },
     Model {
@@ -123,6 +130,7 @@ pub const MODELS: &[Model] = &[
         reuse_port: false,
         available: always,
         max_fds: None,
+        announces: false,
         neighbour: Some("poll"),
     },
     Model {
@@ -133,6 +141,7 @@ pub const MODELS: &[Model] = &[
         reuse_port: false,
         available: always,
         max_fds: None,
+        announces: false,
         neighbour: Some("epoll-lt"),
     },
     Model {
@@ -143,6 +152,7 @@ pub const MODELS: &[Model] = &[
         reuse_port: false,
         available: always,
         max_fds: None,
+        announces: false,
         neighbour: Some("blocking"),
     },
     Model {
@@ -153,6 +163,7 @@ pub const MODELS: &[Model] = &[
         reuse_port: false,
         available: always,
         max_fds: None,
+        announces: false,
         neighbour: Some("epoll-lt"),
     },
     Model {
@@ -164,6 +175,7 @@ pub const MODELS: &[Model] = &[
         reuse_port: false,
         available: always,
         max_fds: None,
+        announces: false,
         neighbour: Some("epoll-et"),
     },
     Model {
@@ -174,6 +186,7 @@ pub const MODELS: &[Model] = &[
         reuse_port: false,
         available: models::io_uring::available,
         max_fds: None,
+        announces: false,
         neighbour: Some("epoll-et"),
     },
     Model {
@@ -184,6 +197,7 @@ pub const MODELS: &[Model] = &[
         reuse_port: true,
         available: always,
         max_fds: None,
+        announces: false,
         neighbour: Some("epoll-et"),
     },
     Model {
@@ -194,6 +208,7 @@ pub const MODELS: &[Model] = &[
         reuse_port: true,
         available: always,
         max_fds: None,
+        announces: true,
         neighbour: Some("epoll-mt"),
     },
 ];
@@ -238,9 +253,28 @@ pub fn run(
     // Only the signals thread takes them: blocked here, and in every thread the model
     // starts (a mask is inherited), no wait of a model is ever interrupted by one.
     handled.thread_block()?;
-    ready();
     server.stats.thread_started();
-    (model.serve)(listener, &server)?;
+    if model.announces {
+        // It says when it listens (prefork: once its workers do): serve beside, and
+        // tell the caller then, or when serving ends first.
+        std::thread::scope(|scope| {
+            let serving = std::thread::Builder::new()
+                .name("master".into())
+                .spawn_scoped(scope, || (model.serve)(listener, &server))?;
+            while !server.wait_announced(std::time::Duration::from_millis(50)) {
+                if serving.is_finished() {
+                    break;
+                }
+            }
+            ready();
+            serving
+                .join()
+                .unwrap_or_else(|_| Err(io::Error::other("the model panicked")))
+        })?;
+    } else {
+        ready();
+        (model.serve)(listener, &server)?;
+    }
     let snapshot = server.snapshot(model.name);
     print_snapshot(&snapshot);
     if let (Some(path), Some(tracer)) = (&server.config.trace, server.stats.tracer.get()) {

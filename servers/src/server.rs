@@ -147,6 +147,8 @@ pub struct Server {
     /// Where the counters come from when they are not all in `stats`: `prefork`'s
     /// workers, each a process of its own.
     gather: Mutex<Option<Gather>>,
+    /// Set once a model that announces itself listens ([`Server::announce`]).
+    announced: (Mutex<bool>, std::sync::Condvar),
 }
 
 /// A model's own way to read its counters (see [`Server::gather_counters`]).
@@ -170,7 +172,25 @@ impl Server {
             stop: AtomicBool::new(false),
             wakers: Mutex::new(Vec::new()),
             gather: Mutex::new(None),
+            announced: (Mutex::new(false), std::sync::Condvar::new()),
         }
+    }
+
+    /// A model whose listening is done elsewhere (prefork's workers) says it listens now.
+    pub fn announce(&self) {
+        let (done, ready) = &self.announced;
+        *done.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        ready.notify_all();
+    }
+
+    /// Whether the model has announced itself, waiting at most `timeout`.
+    pub fn wait_announced(&self, timeout: Duration) -> bool {
+        let (done, ready) = &self.announced;
+        let guard = done.lock().unwrap_or_else(|e| e.into_inner());
+        let (guard, _) = ready
+            .wait_timeout_while(guard, timeout, |done| !*done)
+            .unwrap_or_else(|e| e.into_inner());
+        *guard
     }
 
     /// The counters of `model`, as printed on SIGUSR1 and at exit: `stats`, or what

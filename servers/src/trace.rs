@@ -136,6 +136,13 @@ impl Tracer {
         });
     }
 
+    /// Events recorded elsewhere (prefork's workers), kept in time order.
+    pub fn extend(&self, more: impl IntoIterator<Item = Event>) {
+        let mut events = self.events.lock().unwrap_or_else(|e| e.into_inner());
+        events.extend(more);
+        events.sort_by_key(|e| e.us);
+    }
+
     /// Everything recorded, in order.
     pub fn events(&self) -> Vec<Event> {
         self.events

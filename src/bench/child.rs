@@ -266,8 +266,41 @@ pub fn free_port() -> Result<SocketAddr, String> {
     probe.local_addr().map_err(|e| e.to_string())
 }
 
-/// CPU time, memory and threads of process `pid`, from /proc/PID/stat and status.
+/// CPU time, memory and threads of process `pid` and every process under it (prefork's
+/// workers, a server's own children), summed: from /proc/PID/stat and status. A child
+/// that ends between the edges of a window takes its CPU time with it: a restarted
+/// worker's work before the restart is not counted.
 pub fn proc_sample(pid: i32) -> Option<ProcSample> {
+    let mut sum = one_process(pid)?;
+    for child in children(pid) {
+        if let Some(s) = proc_sample(child) {
+            sum.user_s += s.user_s;
+            sum.sys_s += s.sys_s;
+            sum.rss_kb += s.rss_kb;
+            sum.rss_peak_kb += s.rss_peak_kb;
+            sum.threads += s.threads;
+        }
+    }
+    Some(sum)
+}
+
+/// The children of `pid`, from /proc/PID/task/*/children.
+fn children(pid: i32) -> Vec<i32> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    tasks
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("children")).ok())
+        .flat_map(|text| {
+            text.split_whitespace()
+                .filter_map(|p| p.parse().ok())
+                .collect::<Vec<i32>>()
+        })
+        .collect()
+}
+
+/// One process's figures.
+fn one_process(pid: i32) -> Option<ProcSample> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // Fields after the command name (which may hold spaces, so split after its ')').
     let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();

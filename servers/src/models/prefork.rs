@@ -35,6 +35,7 @@ use nix::unistd::Pid;
 
 use crate::server::{Config, Server};
 use crate::stats::{Snapshot, Stats};
+use crate::trace::Event;
 
 // ANCHOR: state
 /// One worker process, and the pipe its counters come on (one JSON line per SIGUSR1,
@@ -70,6 +71,7 @@ pub fn serve(listener: TcpListener, server: &Arc<Server>) -> io::Result<()> {
     // Every worker listens beside us now. Ours leaves the port's group: the kernel
     // would otherwise queue connections on a socket nobody accepts from.
     drop(listener);
+    server.announce();
     let workers = Arc::new(Mutex::new(Workers {
         running,
         last: None,
@@ -116,26 +118,27 @@ pub fn serve(listener: TcpListener, server: &Arc<Server>) -> io::Result<()> {
         }
         // ANCHOR_END: dispatch
     }
+    // ANCHOR: accept
+    // Each worker accepts from its own listener; the kernel picks which listener a new
+    // connection joins by a hash of its addresses (SO_REUSEPORT), as for epoll-mt's loops.
+    // ANCHOR_END: accept
+
+    // ANCHOR: readable
+    // As epoll_et.rs, in each worker.
+    // ANCHOR_END: readable
+
+    // ANCHOR: writable
+    // As epoll_et.rs, in each worker.
+    // ANCHOR_END: writable
+
     // ANCHOR: close
     // Stop every worker as nginx's master does: pass the signal on, wait for each, and
     // keep the counters each prints as it exits.
     workers.lock().unwrap().stop(&server.stats);
+    gather_traces(&server.config, &server.stats);
     Ok(())
     // ANCHOR_END: close
 }
-
-// ANCHOR: accept
-// Each worker accepts from its own listener; the kernel picks which listener a new
-// connection joins by a hash of its addresses (SO_REUSEPORT), as for epoll-mt's loops.
-// ANCHOR_END: accept
-
-// ANCHOR: readable
-// As epoll_et.rs, in each worker.
-// ANCHOR_END: readable
-
-// ANCHOR: writable
-// As epoll_et.rs, in each worker.
-// ANCHOR_END: writable
 
 // ANCHOR: worker
 impl Worker {
@@ -150,6 +153,9 @@ impl Worker {
             .args(["--backlog", &config.backlog.to_string()])
             .args(["--header-timeout", &timeout(config.header_timeout)])
             .args(["--idle-timeout", &timeout(config.idle_timeout)])
+            // Each worker's own cap: it has a descriptor table of its own.
+            .args(["--max-connections", &config.max_connections.to_string()])
+            .args(trace_args(config, i))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -240,6 +246,33 @@ impl Workers {
     }
 }
 // ANCHOR_END: worker
+
+/// `--trace` for worker `i`: a file of its own beside ours, which the master gathers.
+fn trace_args(config: &Config, i: usize) -> Vec<String> {
+    match &config.trace {
+        Some(path) => vec!["--trace".into(), format!("{}.worker-{i}", path.display())],
+        None => Vec::new(),
+    }
+}
+
+/// The workers' traces, into ours, each worker's threads named after it.
+fn gather_traces(config: &Config, stats: &Stats) {
+    let (Some(path), Some(tracer)) = (&config.trace, stats.tracer.get()) else {
+        return;
+    };
+    for i in 0.. {
+        let file = format!("{}.worker-{i}", path.display());
+        let Ok(text) = std::fs::read_to_string(&file) else {
+            break;
+        };
+        let _ = std::fs::remove_file(&file);
+        let events: Vec<Event> = serde_json::from_str(&text).unwrap_or_default();
+        tracer.extend(events.into_iter().map(|e| Event {
+            thread: e.thread.replacen("main", &format!("worker {i}"), 1),
+            ..e
+        }));
+    }
+}
 
 /// A timeout as `serve` takes it.
 fn timeout(t: Option<Duration>) -> String {
