@@ -205,6 +205,17 @@ impl Worker {
     }
 }
 
+/// A worker left behind by a failure (another worker that would not start) is not
+/// left running: no process outlives its master.
+impl Drop for Worker {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 impl Workers {
     /// Every worker's counters, summed as one model's: asked of each with SIGUSR1 while
     /// they run, the last ones once they have stopped.
