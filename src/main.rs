@@ -47,6 +47,10 @@ enum Command {
     /// neighbouring models, the results of results/reference, and the timelines drawn
     /// from its traces.
     Book,
+    /// One process of `load --processes`: reads its share of the run on stdin, reports
+    /// on stdout (started by `load` and `bench`, not by hand).
+    #[command(hide = true)]
+    LoadWorker,
     /// Record the book's timelines: a short scripted scenario (a few clients, one of
     /// them slow) against every model with `serve --trace`, and the edge- against
     /// level-triggered demonstration, into results/reference/traces.
@@ -140,22 +144,37 @@ struct LoadArgs {
     /// A new connection per request (HTTP/1.0 without keep-alive): connection churn.
     #[arg(long)]
     close: bool,
-    /// Threads [default: the CPUs this process may use].
+    /// Threads of each process [default: the CPUs this process may use, shared out
+    /// among the processes].
     #[arg(long)]
     threads: Option<usize>,
+    /// Processes, each with its own descriptor limit and a share of the connections,
+    /// the rate and the source addresses; their reports are merged exactly. One process
+    /// holds at most its RLIMIT_NOFILE of connections.
+    #[arg(long, default_value_t = 1)]
+    processes: usize,
     /// New connections per second while ramping up.
     #[arg(long, default_value_t = 20_000.0)]
     connect_rate: f64,
     /// Source addresses, e.g. 127.0.0.2-127.0.0.9, for more connections than one
     /// address has ephemeral ports.
-    #[arg(long, value_parser = loadgen::parse_source_addrs)]
-    source_addrs: Option<Vec<IpAddr>>,
+    #[arg(long, value_parser = source_addrs)]
+    source_addrs: Option<SourceAddrs>,
     /// A connect or request unanswered this long fails.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     timeout: Duration,
     /// Write the report as JSON to this file.
     #[arg(long)]
     json: Option<PathBuf>,
+}
+
+/// `--source-addrs`: one value that names many addresses (clap would take a bare
+/// `Vec` for an option given many times).
+#[derive(Clone, Debug)]
+struct SourceAddrs(Vec<IpAddr>);
+
+fn source_addrs(text: &str) -> Result<SourceAddrs, String> {
+    loadgen::parse_source_addrs(text).map(SourceAddrs)
 }
 
 #[derive(clap::Args)]
@@ -288,6 +307,7 @@ fn main() -> ExitCode {
         Command::Plot { dir } => plot(&dir),
         Command::Book => book(),
         Command::Trace => trace(),
+        Command::LoadWorker => loadgen::processes::worker(),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -382,14 +402,24 @@ fn load(args: LoadArgs) -> Result<(), String> {
     config.rate = args.rate;
     config.pipeline = args.pipeline;
     config.keep_alive = !args.close;
-    if let Some(threads) = args.threads {
-        config.threads = threads;
-    }
+    config.processes = args.processes;
+    config.threads = args
+        .threads
+        .unwrap_or_else(|| config.threads.div_ceil(args.processes.max(1)));
     config.connect_rate = args.connect_rate;
-    config.source_addrs = args.source_addrs.unwrap_or_default();
+    config.source_addrs = args.source_addrs.map(|a| a.0).unwrap_or_default();
     config.timeout = args.timeout;
 
-    let report = loadgen::run(&config, &Bar::new())?;
+    let report = if config.processes > 1 {
+        let launcher = loadgen::processes::Launcher {
+            program: std::env::current_exe()
+                .map_err(|e| format!("cannot find this binary: {e}"))?,
+            args: vec!["load-worker".into()],
+        };
+        loadgen::processes::run(&config, &launcher, &Bar::new())?
+    } else {
+        loadgen::run(&config, &Bar::new())?
+    };
     print!("{}", report.summary());
     if let Some(path) = args.json {
         let json = serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?;

@@ -38,7 +38,12 @@ pub struct Config {
     /// (connection churn).
     #[serde(default = "yes")]
     pub keep_alive: bool,
+    /// Threads of each process.
     pub threads: usize,
+    /// Processes, each with its own descriptor limit and its share of the connections
+    /// and of the rate ([`crate::processes`]); 1: this process alone.
+    #[serde(default = "one")]
+    pub processes: usize,
     /// New connections per second while ramping up.
     pub connect_rate: f64,
     /// Local addresses to connect from, round robin (empty: the kernel's choice).
@@ -62,6 +67,10 @@ fn yes() -> bool {
     true
 }
 
+fn one() -> usize {
+    1
+}
+
 impl Config {
     /// A closed-loop HTTP run against `target` with the defaults of the CLI.
     pub fn new(target: SocketAddr) -> Config {
@@ -78,6 +87,7 @@ impl Config {
             pipeline: 1,
             keep_alive: true,
             threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            processes: 1,
             connect_rate: 20_000.0,
             source_addrs: Vec::new(),
             timeout: Duration::from_secs(10),
@@ -91,6 +101,15 @@ impl Config {
         }
         if self.threads == 0 {
             return Err("--threads must be at least 1".into());
+        }
+        if self.processes == 0 {
+            return Err("--processes must be at least 1".into());
+        }
+        if self.connections < self.processes {
+            return Err(format!(
+                "--processes {} needs at least as many active connections, not {}",
+                self.processes, self.connections
+            ));
         }
         if self.pipeline == 0 {
             return Err("--pipeline must be at least 1".into());

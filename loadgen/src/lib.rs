@@ -10,10 +10,13 @@
 //! - [`window`]: the measured window, the one place that says whether an instant counts.
 //! - [`report`]: per-thread tallies, merged into the report (summary and JSON).
 //! - [`run`]: the whole run: limits, threads, ramp, common start, merge.
+//! - [`processes`]: the same run split over several processes, each under its own
+//!   descriptor limit, merged exactly.
 
 pub mod config;
 pub mod engine;
 pub mod limits;
+pub mod processes;
 pub mod report;
 pub mod response;
 pub mod schedule;
@@ -33,7 +36,12 @@ use engine::{Plan, Shared, Start};
 pub trait Progress: Sync {
     /// Ramping up: `established` of `total` connections.
     fn ramp(&self, established: u64, failed: u64, total: u64);
-    /// The ramp is over: every connection is open, and the warm-up begins now.
+    /// The ramp is over; `ready`: every connection is open. Answer whether to start (a
+    /// worker process asks its parent here, so that every process starts together).
+    fn gate(&self, ready: bool) -> bool {
+        ready
+    }
+    /// The warm-up begins now.
     fn started(&self) {}
     /// Running: `elapsed` since the start (warm-up included), answers and errors so far.
     fn running(&self, elapsed: Duration, completed: u64, errors: u64);
@@ -56,7 +64,29 @@ impl Progress for Quiet {
 /// Run the load described by `config`; `Err` says why it could not run or could not
 /// reach what was asked.
 pub fn run(config: &Config, progress: &dyn Progress) -> Result<Report, String> {
+    let (tally, measured) = run_tally(config, progress)?;
+    let report = Report::new(
+        config,
+        &tally,
+        measured,
+        peak_rss_kb(),
+        lanes(config.threads),
+    );
+    Ok(report)
+}
+
+/// How many of `threads` can run at once here: no more than the CPUs this process may use.
+pub fn lanes(threads: usize) -> usize {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    threads.min(cpus).max(1)
+}
+
+/// [`run`], up to the merged tally of its threads and the time it measured.
+pub fn run_tally(config: &Config, progress: &dyn Progress) -> Result<(Tally, Duration), String> {
     config.check()?;
+    if config.processes > 1 {
+        return Err("a run of several processes is processes::run's".into());
+    }
     let total = config.connections + config.idle;
     limits::ensure_fds(total)?;
     limits::check_ports(total, config.source_addrs.len(), limits::ephemeral_ports())?;
@@ -110,7 +140,7 @@ pub fn run(config: &Config, progress: &dyn Progress) -> Result<Report, String> {
             std::thread::sleep(Duration::from_millis(50));
         };
         let established = shared.established.load(Relaxed) as usize;
-        let go = everyone_ready && established >= total;
+        let go = progress.gate(everyone_ready && established >= total);
         let start = Instant::now() + Duration::from_millis(10);
         *shared.start.lock().unwrap() = if go { Start::At(start) } else { Start::Abort };
         shared.go.notify_all();
@@ -181,11 +211,11 @@ pub fn run(config: &Config, progress: &dyn Progress) -> Result<Report, String> {
             }
         ));
     };
-    Ok(Report::new(config, &tally, measured, peak_rss_kb()))
+    Ok((tally, measured))
 }
 
 /// This process's peak resident memory, from /proc.
-fn peak_rss_kb() -> u64 {
+pub fn peak_rss_kb() -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {

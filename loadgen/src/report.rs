@@ -57,10 +57,11 @@ pub fn micros(d: Duration) -> u64 {
 }
 
 /// One second of the measured window, as one thread saw it.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Second {
     pub completed: u64,
     pub errors: u64,
+    #[serde(with = "exact")]
     pub latency: Histogram<u64>,
     /// Connections open when the second was last touched.
     pub open: u64,
@@ -77,8 +78,9 @@ pub struct Answered {
     pub sent: Instant,
 }
 
-/// One thread's counts for the measured window.
-#[derive(Clone, Debug)]
+/// One thread's counts for the measured window (or one process's, sent whole to the
+/// process that merges them: every histogram bucket travels, so the merge is exact).
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Tally {
     /// Requests sent (open loop: scheduled) inside the window.
     pub sent: u64,
@@ -99,9 +101,12 @@ pub struct Tally {
     /// the throughput. Latencies are recorded for these.
     pub answered_in_window: u64,
     /// From the intended send time (open loop) or the send (closed loop).
+    #[serde(with = "exact")]
     pub latency: Histogram<u64>,
     /// From the actual send: what the server took, queueing in our client excluded.
+    #[serde(with = "exact")]
     pub service: Histogram<u64>,
+    #[serde(with = "exact")]
     pub connect: Histogram<u64>,
     pub seconds: Vec<Second>,
     pub active_requested: u64,
@@ -255,6 +260,37 @@ impl Tally {
     }
 }
 
+/// A histogram as it crosses a pipe: HdrHistogram's V2 encoding (every bucket, no
+/// compression: the pipe is local), in base64.
+mod exact {
+    use base64::Engine as _;
+    use hdrhistogram::serialization::{Deserializer as HdrDe, Serializer as _, V2Serializer};
+    use hdrhistogram::Histogram;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(h: &Histogram<u64>, s: S) -> Result<S::Ok, S::Error> {
+        let mut bytes = Vec::new();
+        V2Serializer::new()
+            .serialize(h, &mut bytes)
+            .map_err(serde::ser::Error::custom)?;
+        s.serialize_str(&base64::engine::general_purpose::STANDARD.encode(&bytes))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Histogram<u64>, D::Error> {
+        let text = String::deserialize(d)?;
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(text)
+            .map_err(serde::de::Error::custom)?;
+        let read: Histogram<u64> = HdrDe::new()
+            .deserialize(&mut &bytes[..])
+            .map_err(serde::de::Error::custom)?;
+        // The same bounds as every tally's, so that merging cannot fail.
+        let mut h = super::histogram();
+        h.add(&read).map_err(serde::de::Error::custom)?;
+        Ok(h)
+    }
+}
+
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 pub struct Percentiles {
     pub p50: u64,
@@ -351,10 +387,17 @@ pub struct Report {
 }
 
 impl Report {
-    pub fn new(config: &Config, tally: &Tally, measured: Duration, rss_kb: u64) -> Report {
+    /// `lanes`: how many of the run's threads could run at once (no more than the CPUs
+    /// they were allowed), against which their busy time is measured.
+    pub fn new(
+        config: &Config,
+        tally: &Tally,
+        measured: Duration,
+        rss_kb: u64,
+        lanes: usize,
+    ) -> Report {
         let secs = measured.as_secs_f64().max(1e-9);
-        let threads = config.threads as f64;
-        let loadgen_cpu = tally.cpu.as_secs_f64() / (secs * threads);
+        let loadgen_cpu = tally.cpu.as_secs_f64() / (secs * lanes.max(1) as f64);
         let non_2xx = tally
             .statuses
             .iter()
@@ -436,12 +479,16 @@ impl Report {
         };
         let _ = writeln!(
             s,
-            "{} active connections ({mode}), {} idle, {:.1}s measured after {:.1}s warm-up, {} threads",
+            "{} active connections ({mode}), {} idle, {:.1}s measured after {:.1}s warm-up, {}",
             c.connections,
             c.idle,
             self.measured_seconds,
             c.warmup.as_secs_f64(),
-            c.threads
+            if c.processes > 1 {
+                format!("{} processes of {} threads", c.processes, c.threads)
+            } else {
+                format!("{} threads", c.threads)
+            }
         );
         let _ = writeln!(
             s,
@@ -570,7 +617,7 @@ mod tests {
             cpu: Duration::from_millis(1900),
             ..Tally::default()
         };
-        let report = Report::new(&config, &tally, Duration::from_secs(1), 0);
+        let report = Report::new(&config, &tally, Duration::from_secs(1), 0, 2);
         assert_eq!(report.errors.len(), ErrorClass::ALL.len());
         assert!(report.loadgen_saturated);
         assert!(report
@@ -580,6 +627,6 @@ mod tests {
             cpu: Duration::from_millis(100),
             ..tally
         };
-        assert!(!Report::new(&config, &idle, Duration::from_secs(1), 0).loadgen_saturated);
+        assert!(!Report::new(&config, &idle, Duration::from_secs(1), 0, 2).loadgen_saturated);
     }
 }
