@@ -80,6 +80,12 @@ pub struct Settings {
     /// by one; absent in runs from before the servers had timeouts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub server_timeouts: Option<ServerTimeouts>,
+    /// The connections one process may hold here (its descriptor limit, less a
+    /// reserve): a point asking for more was driven by several load processes
+    /// (`load.config.processes` says how many), and a server of one process is
+    /// recorded as a limit there rather than run; absent in runs from before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connections_per_process: Option<usize>,
 }
 
 /// A server's timeouts as given on its command line: a duration, or `off`.
@@ -130,6 +136,10 @@ pub struct Point {
     /// Extra arguments the server was started with (e.g. a thread count).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub server_args: Vec<String>,
+    /// The worker processes a server of several (prefork) was started with here: as
+    /// many as the point's connections need, so not part of its series' name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workers: Option<usize>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idle: Option<usize>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -329,3 +329,63 @@ fn bench_runs_end_to_end_and_records_a_real_limit() {
     assert!(!again.status.success());
     assert!(String::from_utf8_lossy(&again.stderr).contains("already holds a run"));
 }
+
+/// Past what one process may hold: under a descriptor limit of 2,000, a point of 2,500
+/// idle connections is a limit for epoll-et (one process) that names the limit, and
+/// prefork holds it with workers enough, driven by load processes enough.
+#[test]
+fn past_one_process_prefork_holds_what_one_process_cannot() {
+    use nix::sys::resource::{setrlimit, Resource};
+    use std::os::unix::process::CommandExt;
+    let dir = scratch("bench-processes", false).join("run");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_iomodels"));
+    cmd.args([
+        "bench",
+        "--experiments",
+        "idle",
+        "--models",
+        "epoll-et,prefork",
+        "--idle-points",
+        "0,2500",
+        "--warmup",
+        "100ms",
+        "--window",
+        "500ms",
+        "--out",
+    ])
+    .arg(&dir);
+    // SAFETY: setrlimit is a plain system call, safe between fork and exec; lowering a
+    // limit needs no privilege.
+    unsafe {
+        cmd.pre_exec(|| {
+            setrlimit(Resource::RLIMIT_NOFILE, 2000, 2000)?;
+            Ok(())
+        });
+    }
+    let out = cmd.output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "bench failed: {err}");
+    let run = Run::load(&dir).unwrap();
+    let per_process = run.settings.connections_per_process.unwrap();
+    assert!(per_process < 2000, "{per_process}");
+    let at = |model: &str, idle: usize| {
+        run.points
+            .iter()
+            .find(|p| p.model == model && p.server_args.is_empty() && p.idle == Some(idle))
+            .unwrap_or_else(|| panic!("no {model} point at {idle}"))
+    };
+    let epoll = at("epoll-et", 2500);
+    let limit = epoll.limit.as_ref().expect("one process cannot hold 2,510");
+    assert!(
+        limit.why.contains("RLIMIT_NOFILE 2000") && epoll.load.is_none(),
+        "{limit:?}"
+    );
+    let prefork = at("prefork", 2500);
+    assert_eq!(prefork.limit, None, "{:?}", prefork.limit);
+    assert!(prefork.workers.unwrap() >= 2, "{:?}", prefork.workers);
+    let load = prefork.load.as_ref().unwrap();
+    assert!(load.config.processes >= 2, "{:?}", load.config);
+    assert_eq!(load.idle.verified, 2500);
+    let counters = prefork.server.as_ref().unwrap().counters.as_ref().unwrap();
+    assert!(counters.open >= 2500, "{counters:?}");
+}

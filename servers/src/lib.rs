@@ -58,6 +58,9 @@ pub struct Model {
     /// It says itself when it listens ([`Server::announce`]), rather than as soon as it
     /// is started: prefork, whose workers listen, not the process that was started.
     pub announces: bool,
+    /// It spreads its connections over worker processes of its own (`--workers`), each
+    /// with its own descriptor table: one process's descriptor limit does not bound it.
+    pub processes: bool,
     /// The model it is read against (its header's "Against ..."): the book shows the
     /// diff between the two files. None for the first.
     pub neighbour: Option<&'static str>,
@@ -87,6 +90,7 @@ pub const MODELS: &[Model] = &[
         available: always,
         max_fds: None,
         announces: false,
+        processes: false,
         neighbour: None,
     },
     Model {
@@ -98,6 +102,7 @@ pub const MODELS: &[Model] = &[
         available: always,
         max_fds: None,
         announces: false,
+        processes: false,
         neighbour: Some("blocking"),
     },
     Model {
@@ -109,6 +114,7 @@ pub const MODELS: &[Model] = &[
         available: always,
         max_fds: Some(nix::sys::select::FD_SETSIZE as u64),
         announces: false,
+        processes: false,
         neighbour: Some("busy-poll"),
     },
     Model {
@@ -120,6 +126,7 @@ pub const MODELS: &[Model] = &[
         available: always,
         max_fds: None,
         announces: false,
+        processes: false,
         neighbour: Some("select"),
     },
     Model {
@@ -131,6 +138,7 @@ pub const MODELS: &[Model] = &[
         available: always,
         max_fds: None,
         announces: false,
+        processes: false,
         neighbour: Some("poll"),
     },
     Model {
@@ -142,6 +150,7 @@ pub const MODELS: &[Model] = &[
         available: always,
         max_fds: None,
         announces: false,
+        processes: false,
         neighbour: Some("epoll-lt"),
     },
     Model {
@@ -153,6 +162,7 @@ pub const MODELS: &[Model] = &[
         available: always,
         max_fds: None,
         announces: false,
+        processes: false,
         neighbour: Some("blocking"),
     },
     Model {
@@ -164,6 +174,7 @@ pub const MODELS: &[Model] = &[
         available: always,
         max_fds: None,
         announces: false,
+        processes: false,
         neighbour: Some("epoll-lt"),
     },
     Model {
@@ -176,6 +187,7 @@ pub const MODELS: &[Model] = &[
         available: always,
         max_fds: None,
         announces: false,
+        processes: false,
         neighbour: Some("epoll-et"),
     },
     Model {
@@ -187,6 +199,7 @@ pub const MODELS: &[Model] = &[
         available: models::io_uring::available,
         max_fds: None,
         announces: false,
+        processes: false,
         neighbour: Some("epoll-et"),
     },
     Model {
@@ -198,6 +211,7 @@ pub const MODELS: &[Model] = &[
         available: always,
         max_fds: None,
         announces: false,
+        processes: false,
         neighbour: Some("epoll-et"),
     },
     Model {
@@ -209,6 +223,7 @@ pub const MODELS: &[Model] = &[
         available: always,
         max_fds: None,
         announces: true,
+        processes: true,
         neighbour: Some("epoll-mt"),
     },
 ];

@@ -71,6 +71,12 @@ struct Job {
     x: usize,
     /// Busy connections beside the idle ones (the idle experiment).
     busy: usize,
+    /// `--workers` for a server of worker processes: enough for this point.
+    workers: Option<usize>,
+    /// The server serves from one process, whose descriptor limit bounds it (every
+    /// model but prefork, and the peers as the suite configures them); false for a
+    /// server the suite knows nothing of.
+    one_process: bool,
 }
 
 impl Job {
@@ -85,6 +91,7 @@ impl Job {
             experiment: self.experiment,
             model: self.model.clone(),
             server_args: self.args.clone(),
+            workers: self.workers,
             path: self.path.clone(),
             own_path: self.own_path,
             repeat: self.repeat,
@@ -94,6 +101,12 @@ impl Job {
             slow,
             ..Point::default()
         }
+    }
+
+    /// Connections open at once at this point.
+    fn connections(&self) -> usize {
+        let point = self.point();
+        point.idle.unwrap_or(0) + point.active.unwrap_or(0)
     }
 
     fn describe(&self, repeats: u32) -> String {
@@ -122,6 +135,10 @@ struct Context<'a> {
     /// The cgroup every server runs in, when the run limits their CPU.
     quota: Option<CpuQuota>,
     bar: ProgressBar,
+    /// Connections one process may hold ([`Settings::connections_per_process`]).
+    per_process: usize,
+    /// The descriptor limit of every process here.
+    fd_limit: u64,
 }
 
 /// Run the suite; returns the run (also saved as run.json in `options.out`).
@@ -146,7 +163,11 @@ pub fn run(options: &Options) -> Result<Run, String> {
         sched_setaffinity(Pid::from_raw(0), &set)
             .map_err(|e| format!("cannot pin the load generator: {e}"))?;
     }
-    servers::raise_fd_limit().map_err(|e| format!("cannot raise the descriptor limit: {e}"))?;
+    let fd_limit =
+        servers::raise_fd_limit().map_err(|e| format!("cannot raise the descriptor limit: {e}"))?;
+    // What one process may hold, a server's or a load process's: its descriptors less
+    // a reserve for everything else it opens.
+    let per_process = servers::default_max_connections(fd_limit);
 
     let plan = options.overrides.apply(options.profile.plan());
     let load_threads = pinning.load_cpus.len().max(1);
@@ -188,6 +209,7 @@ pub fn run(options: &Options) -> Result<Run, String> {
             load_threads,
             server_cpu_quota: quota.as_ref().map(|q| q.setting.clone()),
             server_timeouts: Some(ServerTimeouts::suite()),
+            connections_per_process: Some(per_process),
         },
         notes,
         crosscheck: None,
@@ -199,7 +221,7 @@ pub fn run(options: &Options) -> Result<Run, String> {
         0 => cpus.len(),
         n => n,
     };
-    let jobs = jobs(&plan, options, &peers, server_cpus);
+    let jobs = jobs(&plan, options, &peers, server_cpus, per_process);
     let bar = ProgressBar::new(jobs.len() as u64);
     bar.set_style(
         ProgressStyle::with_template("{pos}/{len} [{elapsed_precise}] {msg}")
@@ -212,6 +234,8 @@ pub fn run(options: &Options) -> Result<Run, String> {
         load_threads,
         quota,
         bar,
+        per_process,
+        fd_limit,
     };
 
     // Past a model's limit in a series, larger points are recorded, not run.
@@ -251,7 +275,13 @@ pub fn run(options: &Options) -> Result<Run, String> {
 
 /// Every job, in order: experiment by experiment, and within one, repeat by repeat and
 /// point by point with the models side by side (so drift hits them all alike).
-fn jobs(plan: &Plan, options: &Options, peers: &[String], server_cpus: usize) -> Vec<Job> {
+fn jobs(
+    plan: &Plan,
+    options: &Options,
+    peers: &[String],
+    server_cpus: usize,
+    per_process: usize,
+) -> Vec<Job> {
     let mut jobs = Vec::new();
     for experiment in Experiment::all().filter(|e| options.experiments.contains(e)) {
         let facts = experiment.facts();
@@ -304,7 +334,8 @@ fn jobs(plan: &Plan, options: &Options, peers: &[String], server_cpus: usize) ->
             for x in plan.xs(experiment) {
                 for (model, args, route, peer) in &who {
                     let path = route.or(facts.route);
-                    jobs.push(Job {
+                    let processes = !peer && servers::model(model).is_some_and(|m| m.processes);
+                    let mut job = Job {
                         experiment,
                         model: model.clone(),
                         args: args.clone(),
@@ -314,7 +345,13 @@ fn jobs(plan: &Plan, options: &Options, peers: &[String], server_cpus: usize) ->
                         repeat,
                         x,
                         busy: plan.busy,
-                    });
+                        workers: None,
+                        one_process: !processes,
+                    };
+                    if processes {
+                        job.workers = Some(workers(job.connections(), server_cpus, per_process));
+                    }
+                    jobs.push(job);
                 }
             }
         }
@@ -322,9 +359,29 @@ fn jobs(plan: &Plan, options: &Options, peers: &[String], server_cpus: usize) ->
     jobs
 }
 
+/// `--workers` for a server of worker processes (prefork) holding `connections`: one
+/// per CPU it may use, or enough that each holds at most 4/5 of what one process may
+/// (the kernel spreads connections over their listeners by a hash, not evenly).
+fn workers(connections: usize, server_cpus: usize, per_process: usize) -> usize {
+    let needed = (connections * 5).div_ceil(per_process.max(1) * 4);
+    needed.max(server_cpus).max(1)
+}
+
 fn measure(ctx: &Context, job: &Job) -> Point {
     let mut point = job.point();
     let facts = job.experiment.facts();
+    if job.one_process && job.connections() > ctx.per_process {
+        point.limit = Some(Limit::new(format!(
+            "{} connections need as many descriptors, but one process may hold {} here \
+             (RLIMIT_NOFILE {}, whose hard limit only CAP_SYS_RESOURCE raises), and {} \
+             serves from one process: not run",
+            job.connections(),
+            ctx.per_process,
+            ctx.fd_limit,
+            job.model
+        )));
+        return point;
+    }
     if !job.experiment.has_load() {
         match wait_cost::measure(&job.model, job.x, ctx.plan.wait_budget) {
             Ok(m) => {
@@ -353,6 +410,9 @@ fn measure(ctx: &Context, job: &Job) -> Point {
             args.extend(timeouts.args());
         } else {
             args.extend(ServerTimeouts::suite().args());
+        }
+        if let Some(workers) = job.workers {
+            args.extend(["--workers".into(), workers.to_string()]);
         }
         Server::ours(
             &ctx.options.exe,
@@ -391,12 +451,24 @@ fn measure(ctx: &Context, job: &Job) -> Point {
     if let Some(path) = &point.path {
         config.path = path.clone();
     }
-    let total = (config.connections + config.idle) as u64;
+    let total = config.connections + config.idle;
     let ports = loadgen::limits::ephemeral_ports();
-    if total * 10 > u64::from(ports.1 - ports.0) * 9 {
-        // More than 90% of one address's ports: spread over 127.0.0.2 … 127.0.0.9.
-        config.source_addrs = (2..=9).map(|i| IpAddr::from([127, 0, 0, i])).collect();
+    let range = usize::from(ports.1 - ports.0) + 1;
+    if total * 4 > range {
+        // connect(2) looks for a free port of its source address, and the more of them
+        // are taken (by our connections, and by the TIME_WAITs of the points before),
+        // the longer it looks: at 100,000 connections over 8 addresses the ramp spent
+        // most of its CPU there. So each address holds a tenth of its ports at most.
+        let addrs = total.div_ceil(range / 10).clamp(8, 250) as u8;
+        config.source_addrs = (2..2 + addrs)
+            .map(|i| IpAddr::from([127, 0, 0, i]))
+            .collect();
     }
+
+    // Past what one process may hold, the load is split over several (each its own
+    // descriptor table), as the server's is over its workers.
+    config.processes = job.connections().div_ceil(ctx.per_process).max(1);
+    config.threads = ctx.load_threads.div_ceil(config.processes);
 
     let sampler = Sampler {
         bar: &ctx.bar,
@@ -405,7 +477,15 @@ fn measure(ctx: &Context, job: &Job) -> Point {
         edges: Mutex::new([None, None]),
         quota: ctx.quota.as_ref(),
     };
-    let result = loadgen::run(&config, &sampler);
+    let result = if config.processes > 1 {
+        let launcher = loadgen::processes::Launcher {
+            program: ctx.options.exe.clone(),
+            args: vec!["load-worker".into()],
+        };
+        loadgen::processes::run(&config, &launcher, &sampler)
+    } else {
+        loadgen::run(&config, &sampler)
+    };
     if let Some(quota) = &ctx.quota {
         // Whole CPUs again, for the server's stop and the next server's ramp.
         let _ = quota.lift();

@@ -42,7 +42,9 @@ impl Profile {
                 window: Duration::from_secs(5),
                 repeats: 3,
                 busy: 10,
-                idle: vec![0, 500, 1000, 2000, 5000, 10_000, 15_000],
+                // Past 15,000 only prefork runs: one process may hold no more than
+                // ~20,000 descriptors here, and every other server is one process.
+                idle: vec![0, 500, 1000, 2000, 5000, 10_000, 15_000, 30_000, 100_000],
                 active: vec![1, 10, 100, 1000, 5000, 10_000],
                 churn: vec![1, 10, 100],
                 blocking: (20, 100),

@@ -94,6 +94,10 @@ const TIMER: u64 = u64::MAX;
 const READ_CHUNK: usize = 64 * 1024;
 /// How often timeouts are looked for and progress published.
 const HOUSEKEEPING: Duration = Duration::from_millis(100);
+/// During the ramp: how often every connection is looked at, and how many may be
+/// unsettled (connecting, or awaiting their check) at once, per thread.
+const RAMP_LOOK: Duration = Duration::from_millis(20);
+const UNSETTLED: usize = 1000;
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Role {
@@ -219,11 +223,18 @@ impl Worker<'_> {
         let total = self.plan.idle + self.plan.active;
         let begun = Instant::now();
         let mut opened = 0;
+        // Connections not yet settled (connecting, or an idle one awaiting its check),
+        // as of the last look, and how many were opened since.
+        let (mut unsettled, mut opened_since) = (0, 0);
+        let mut last_look = begun;
         let mut events = vec![EpollEvent::empty(); 1024];
         loop {
-            // Open what the connect rate allows by now.
+            // Open what the connect rate allows by now, but never more than
+            // UNSETTLED at once: a ramp faster than the server (or this thread) can
+            // complete would only time out.
             let allowed = (begun.elapsed().as_secs_f64() * self.plan.connect_rate) as usize + 1;
-            while opened < total.min(allowed) {
+            let room = UNSETTLED.saturating_sub(unsettled + opened_since);
+            while opened < total.min(allowed).min(opened + room) {
                 let role = if opened < self.plan.idle {
                     Role::Idle
                 } else {
@@ -231,22 +242,37 @@ impl Worker<'_> {
                 };
                 self.open(role, self.plan.first_conn + opened, None)?;
                 opened += 1;
-            }
-            let pending = self.conns.iter().zip(&self.slots).any(|(c, slot)| {
-                c.as_ref().is_some_and(|c| {
-                    c.connecting.is_some() || (slot.role == Role::Idle && !c.checked)
-                })
-            });
-            if opened == total && !pending {
-                return Ok(());
+                opened_since += 1;
             }
             let n = wait(&self.epoll, &mut events, Duration::from_millis(10))?;
             for event in &events[..n] {
                 self.event(event, Instant::now());
             }
-            self.check_timeouts(Instant::now());
-            self.publish();
+            // The look over every connection is O(n): a few times a second, not per event.
+            let now = Instant::now();
+            if now - last_look >= RAMP_LOOK || opened == total {
+                last_look = now;
+                self.check_timeouts(now);
+                self.publish();
+                unsettled = self.unsettled();
+                opened_since = 0;
+                if opened == total && unsettled == 0 {
+                    return Ok(());
+                }
+            }
         }
+    }
+
+    /// Connections still connecting, or idle ones whose check is not yet answered.
+    fn unsettled(&self) -> usize {
+        let conns = self.conns.iter().zip(&self.slots);
+        conns
+            .filter(|(c, slot)| {
+                c.as_ref().is_some_and(|c| {
+                    c.connecting.is_some() || (slot.role == Role::Idle && !c.checked)
+                })
+            })
+            .count()
     }
 
     /// Open connection `index` (global, for the source address) in slot `slot`, or a new
