@@ -73,6 +73,11 @@ struct BenchArgs {
     #[arg(long, value_delimiter = ',',
           value_parser = PossibleValuesParser::new(peers::PEERS.iter().copied()))]
     peers: Vec<String>,
+    /// A server of your own beside the models and peers, in every experiment they join:
+    /// NAME=COMMAND, where COMMAND listens on {port} (and {host}), e.g.
+    /// 'mine=./target/release/mine --listen {host}:{port}'; repeatable.
+    #[arg(long = "server", value_parser = peers::Custom::parse)]
+    servers: Vec<peers::Custom>,
     /// The run folder [default: results/runs/<UTC time>].
     #[arg(long)]
     out: Option<PathBuf>,
@@ -451,6 +456,7 @@ fn run_bench(args: BenchArgs) -> Result<(), String> {
         experiments: all(args.experiments, Experiment::all()),
         models: all(args.models, MODELS.iter().map(|m| m.name.to_string())),
         peers: args.peers,
+        servers: args.servers,
         out: args.out.unwrap_or_else(bench::default_out),
         server_cpu_share: (args.server_cpu < 1.0).then_some(args.server_cpu),
     };

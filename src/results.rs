@@ -86,6 +86,9 @@ pub struct Settings {
     /// recorded as a limit there rather than run; absent in runs from before.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub connections_per_process: Option<usize>,
+    /// The servers of the engineer's own (`--server NAME=COMMAND`): name to command.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub servers: std::collections::BTreeMap<String, String>,
 }
 
 /// A server's timeouts as given on its command line: a duration, or `off`.

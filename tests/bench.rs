@@ -389,3 +389,44 @@ fn past_one_process_prefork_holds_what_one_process_cannot() {
     let counters = prefork.server.as_ref().unwrap().counters.as_ref().unwrap();
     assert!(counters.open >= 2500, "{counters:?}");
 }
+
+/// `--server NAME=COMMAND`: a server of one's own beside the models, in the same run
+/// and the same tables; one that never listens is a limit that says so.
+#[test]
+fn a_server_of_ones_own_joins_the_run() {
+    let dir = scratch("bench-own-server", false).join("run");
+    let exe = env!("CARGO_BIN_EXE_iomodels");
+    let out = Command::new(exe)
+        .args(["bench", "--experiments", "idle", "--models", "select"])
+        .args([
+            "--idle-points",
+            "0",
+            "--warmup",
+            "100ms",
+            "--window",
+            "300ms",
+        ])
+        .arg("--server")
+        .arg(format!(
+            "mine={exe} serve epoll-lt --bind {{host}} --port {{port}}"
+        ))
+        .args(["--server", "silent=sleep 30 # {port}", "--out"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "bench failed: {err}");
+    let run = Run::load(&dir).unwrap();
+    assert!(run.settings.servers["mine"].contains("serve epoll-lt"));
+    let of = |name: &str| run.points.iter().find(|p| p.model == name).unwrap();
+    let mine = of("mine");
+    assert_eq!(mine.limit, None, "{:?}", mine.limit);
+    assert!(mine.load.as_ref().unwrap().completed > 0);
+    assert!(
+        mine.server.as_ref().unwrap().cpu_user_s + mine.server.as_ref().unwrap().cpu_sys_s > 0.0
+    );
+    let silent = of("silent").limit.as_ref().expect("it never listens");
+    assert!(silent.why.contains("did not listen"), "{silent:?}");
+    let report = std::fs::read_to_string(dir.join("REPORT.md")).unwrap();
+    assert!(report.contains("mine"));
+}

@@ -91,7 +91,9 @@ impl Server {
         while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
             server.check_alive()?;
             if Instant::now() > deadline {
-                return Err(server.failed(&format!("did not listen on {addr}")));
+                return Err(server.failed(&format!(
+                    "did not listen on {addr} within {PATIENCE:?} of its start"
+                )));
             }
             std::thread::sleep(Duration::from_millis(20));
         }

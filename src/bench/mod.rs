@@ -44,6 +44,8 @@ pub struct Options {
     pub experiments: Vec<Experiment>,
     pub models: Vec<String>,
     pub peers: Vec<String>,
+    /// Servers of the engineer's own (`--server NAME=COMMAND`), beside the peers.
+    pub servers: Vec<peers::Custom>,
     pub out: PathBuf,
     /// The share of one CPU each server may use (a cgroup quota), so that the server
     /// and not the load generator is the limit; None: whole CPUs.
@@ -179,6 +181,8 @@ pub fn run(options: &Options) -> Result<Run, String> {
             None => peers.push(peer.clone()),
         }
     }
+    // Ours join the same experiments as the peers.
+    peers.extend(options.servers.iter().map(|s| s.name.clone()));
     let quota = match options.server_cpu_share {
         None => None,
         Some(share) => match CpuQuota::new(share, QUOTA_PERIOD) {
@@ -210,6 +214,11 @@ pub fn run(options: &Options) -> Result<Run, String> {
             server_cpu_quota: quota.as_ref().map(|q| q.setting.clone()),
             server_timeouts: Some(ServerTimeouts::suite()),
             connections_per_process: Some(per_process),
+            servers: options
+                .servers
+                .iter()
+                .map(|s| (s.name.clone(), s.command.clone()))
+                .collect(),
         },
         notes,
         crosscheck: None,
@@ -335,6 +344,8 @@ fn jobs(
                 for (model, args, route, peer) in &who {
                     let path = route.or(facts.route);
                     let processes = !peer && servers::model(model).is_some_and(|m| m.processes);
+                    // A server of the engineer's own may be of many processes: it is run.
+                    let custom = options.servers.iter().any(|s| &s.name == model);
                     let mut job = Job {
                         experiment,
                         model: model.clone(),
@@ -346,7 +357,7 @@ fn jobs(
                         x,
                         busy: plan.busy,
                         workers: None,
-                        one_process: !processes,
+                        one_process: !processes && !custom,
                     };
                     if processes {
                         job.workers = Some(workers(job.connections(), server_cpus, per_process));
@@ -392,7 +403,10 @@ fn measure(ctx: &Context, job: &Job) -> Point {
         }
         return point;
     }
-    let started = if job.peer {
+    let custom = ctx.options.servers.iter().find(|s| s.name == job.model);
+    let started = if let Some(custom) = custom {
+        custom.start(&ctx.server_cpus, ctx.quota.as_ref())
+    } else if job.peer {
         peers::start(
             &job.model,
             &ctx.options.out,

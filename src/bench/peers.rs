@@ -125,3 +125,86 @@ pub fn wrk(addr: SocketAddr, connections: usize, seconds: u64) -> Result<f64, St
         .and_then(|v| v.trim().parse().ok())
         .ok_or_else(|| format!("wrk said no Requests/sec: {text}"))
 }
+
+/// A server of the engineer's own, from `--server 'NAME=COMMAND'`: COMMAND, with
+/// `{port}` (and `{host}`) filled in, is run as `sh -c 'exec COMMAND'` and must listen
+/// there; it joins every experiment the peers join, pinned, limited and read from
+/// /proc like them.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Custom {
+    pub name: String,
+    pub command: String,
+}
+
+impl Custom {
+    /// `NAME=COMMAND`, with a name no model or peer has and a command that says where
+    /// to listen.
+    pub fn parse(text: &str) -> Result<Custom, String> {
+        let (name, command) = text.split_once('=').ok_or_else(|| {
+            format!("{text:?} is not NAME=COMMAND (e.g. 'mine=./server --port {{port}}')")
+        })?;
+        let (name, command) = (name.trim(), command.trim());
+        let fits = |c: char| c.is_ascii_alphanumeric() || "._-".contains(c);
+        if name.is_empty() || !name.chars().all(fits) {
+            return Err(format!(
+                "the name {name:?} must be letters, digits, '.', '_' or '-' (it names a \
+                 series in every chart)"
+            ));
+        }
+        let models = iomodels_servers::MODELS.iter().map(|m| m.name);
+        if let Some(taken) = models.chain(PEERS.iter().copied()).find(|&n| n == name) {
+            return Err(format!(
+                "{taken:?} is already a model or a peer: name yours otherwise"
+            ));
+        }
+        if !command.contains("{port}") {
+            return Err(format!(
+                "the command of {name:?} never says {{port}}: the suite gives every server \
+                 a free port, and the command must listen on it"
+            ));
+        }
+        Ok(Custom {
+            name: name.into(),
+            command: command.into(),
+        })
+    }
+
+    /// Start it on a free port, pinned to `cpus`, under `quota`.
+    pub fn start(&self, cpus: &[usize], quota: Option<&CpuQuota>) -> Result<Server, String> {
+        let addr = child::free_port()?;
+        let line = self
+            .command
+            .replace("{port}", &addr.port().to_string())
+            .replace("{host}", &addr.ip().to_string());
+        let mut cmd = Command::new("sh");
+        // exec: our SIGTERM reaches the server, not a shell waiting for it.
+        cmd.arg("-c").arg(format!("exec {line}"));
+        Server::peer(cmd, &self.name, addr, cpus, quota)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_server_of_ones_own_is_named_and_told_its_port() {
+        let mine = Custom::parse("mine=./srv --listen {host}:{port}").unwrap();
+        assert_eq!(
+            (mine.name.as_str(), mine.command.as_str()),
+            ("mine", "./srv --listen {host}:{port}")
+        );
+        assert!(Custom::parse("./srv --port {port}")
+            .unwrap_err()
+            .contains("NAME=COMMAND"));
+        assert!(Custom::parse("mine=./srv --port 8080")
+            .unwrap_err()
+            .contains("{port}"));
+        assert!(Custom::parse("epoll-et=./srv {port}")
+            .unwrap_err()
+            .contains("already"));
+        assert!(Custom::parse("my server=./srv {port}")
+            .unwrap_err()
+            .contains("letters"));
+    }
+}
