@@ -73,6 +73,15 @@ struct BenchArgs {
     #[arg(long, value_delimiter = ',',
           value_parser = PossibleValuesParser::new(peers::PEERS.iter().copied()))]
     peers: Vec<String>,
+    /// Run each server and the load generator in two network namespaces joined by a
+    /// veth pair (made and removed by the suite; needs root), as on two hosts, rather
+    /// than over loopback.
+    #[arg(long)]
+    netns: bool,
+    /// With --netns: a netem delay on each end of the link (the round trip is twice
+    /// it), e.g. 0.5ms.
+    #[arg(long, value_parser = humantime::parse_duration, requires = "netns")]
+    link_delay: Option<Duration>,
     /// A server of your own beside the models and peers, in every experiment they join:
     /// NAME=COMMAND, where COMMAND listens on {port} (and {host}), e.g.
     /// 'mine=./target/release/mine --listen {host}:{port}'; repeatable.
@@ -457,6 +466,8 @@ fn run_bench(args: BenchArgs) -> Result<(), String> {
         models: all(args.models, MODELS.iter().map(|m| m.name.to_string())),
         peers: args.peers,
         servers: args.servers,
+        netns: args.netns,
+        link_delay: args.link_delay,
         out: args.out.unwrap_or_else(bench::default_out),
         server_cpu_share: (args.server_cpu < 1.0).then_some(args.server_cpu),
     };

@@ -86,9 +86,35 @@ pub struct Settings {
     /// recorded as a limit there rather than run; absent in runs from before.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub connections_per_process: Option<usize>,
+    /// Where the servers and the load generator met; absent: loopback, as before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<NetworkSetting>,
     /// The servers of the engineer's own (`--server NAME=COMMAND`): name to command.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub servers: std::collections::BTreeMap<String, String>,
+}
+
+/// Where a run's servers listened and its load came from.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct NetworkSetting {
+    /// `loopback` (one host) or `netns` (two network namespaces and a veth pair).
+    pub kind: String,
+    /// A netem delay on each end of the link (so the round trip is twice it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link_delay_us: Option<u64>,
+    pub server: String,
+    pub client: String,
+}
+
+impl NetworkSetting {
+    pub fn loopback() -> NetworkSetting {
+        NetworkSetting {
+            kind: "loopback".into(),
+            link_delay_us: None,
+            server: "127.0.0.1".into(),
+            client: "127.0.0.1".into(),
+        }
+    }
 }
 
 /// A server's timeouts as given on its command line: a duration, or `off`.

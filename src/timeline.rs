@@ -17,6 +17,8 @@ use std::thread;
 use std::time::Duration;
 
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
+
+use crate::bench::network::Network;
 use serde::{Deserialize, Serialize};
 
 use iomodels_servers::trace::{now_us, Event, Tracer, What};
@@ -142,7 +144,7 @@ pub fn record(exe: &Path, root: &Path, model: &str, scratch: &Path) -> Result<Tr
     let file = scratch.join(format!("{model}.trace.json"));
     let mut args = scenario_args(model);
     args.extend(["--trace".to_string(), file.display().to_string()]);
-    let server = Server::ours(exe, model, &args, &[], None)?;
+    let server = Server::ours(exe, model, &args, &[], None, &Network::loopback())?;
     let addr = server.addr;
     let start = now_us() + 50_000;
     let client_events = std::sync::Mutex::new(Vec::new());

@@ -430,3 +430,72 @@ fn a_server_of_ones_own_joins_the_run() {
     let report = std::fs::read_to_string(dir.join("REPORT.md")).unwrap();
     assert!(report.contains("mine"));
 }
+
+/// `--netns`: the server in one network namespace, the load in another, a veth pair
+/// between; both namespaces gone when the run ends. `--link-delay` delays the link, or
+/// (on a kernel without netem) says what it needs.
+#[test]
+fn netns_puts_the_server_and_the_load_on_two_hosts() {
+    let dir = scratch("bench-netns", false).join("run");
+    let exe = env!("CARGO_BIN_EXE_iomodels");
+    let bench = |extra: &[&str], out: &Path| {
+        Command::new(exe)
+            .args([
+                "bench",
+                "--netns",
+                "--experiments",
+                "idle",
+                "--models",
+                "epoll-lt",
+            ])
+            .args([
+                "--idle-points",
+                "100",
+                "--warmup",
+                "100ms",
+                "--window",
+                "400ms",
+            ])
+            .args(extra)
+            .arg("--out")
+            .arg(out)
+            .output()
+            .unwrap()
+    };
+    let out = bench(&[], &dir);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "bench --netns failed: {err}");
+    let run = Run::load(&dir).unwrap();
+    let network = run
+        .settings
+        .network
+        .as_ref()
+        .expect("the network is recorded");
+    assert_eq!(
+        (network.kind.as_str(), network.server.as_str()),
+        ("netns", "10.200.0.1")
+    );
+    let point = &run.points[0];
+    assert_eq!(point.limit, None, "{:?}", point.limit);
+    let load = point.load.as_ref().unwrap();
+    assert_eq!(load.config.target.ip().to_string(), "10.200.0.1");
+    assert_eq!(load.idle.verified, 100);
+    let left = Command::new("ip").args(["netns", "list"]).output().unwrap();
+    let left = String::from_utf8_lossy(&left.stdout);
+    assert!(
+        !left.contains("iomodels-"),
+        "namespaces left behind: {left}"
+    );
+
+    let delayed = scratch("bench-netns-delay", false).join("run");
+    let out = bench(&["--link-delay", "2ms"], &delayed);
+    if out.status.success() {
+        // 2 ms each way: no answer comes sooner than the round trip.
+        let run = Run::load(&delayed).unwrap();
+        let load = run.points[0].load.as_ref().unwrap();
+        assert!(load.latency_us.p50 >= 4000, "{:?}", load.latency_us);
+    } else {
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("netem"), "{err}");
+    }
+}

@@ -2,7 +2,8 @@
 //! counters read through SIGUSR1, stopped with SIGTERM.
 
 use std::io::{BufRead, BufReader};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
+use std::os::fd::AsRawFd;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -15,6 +16,7 @@ use nix::sched::{sched_setaffinity, CpuSet};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
+use super::network::Network;
 use super::quota::{self, CpuQuota};
 use crate::results::Limit;
 
@@ -45,17 +47,21 @@ pub struct Server {
 }
 
 impl Server {
-    /// `iomodels serve MODEL` on a free port, pinned to `cpus`.
+    /// `iomodels serve MODEL` on a free port of the network's server address, pinned
+    /// to `cpus`.
     pub fn ours(
         exe: &Path,
         model: &str,
         args: &[String],
         cpus: &[usize],
         quota: Option<&CpuQuota>,
+        network: &Network,
     ) -> Result<Server, String> {
         let mut cmd = Command::new(exe);
-        cmd.args(["serve", model, "--port", "0"]).args(args);
-        let mut server = Server::spawn(cmd, model, cpus, quota)?;
+        cmd.args(["serve", model, "--port", "0"])
+            .args(["--bind", &network.server_ip.to_string()])
+            .args(args);
+        let mut server = Server::spawn(cmd, model, cpus, quota, network)?;
         server.counters = true;
         // The address comes on stderr: "iomodels: MODEL listening on ADDR (...)".
         let deadline = Instant::now() + PATIENCE;
@@ -76,19 +82,25 @@ impl Server {
         }
     }
 
-    /// Any other server (a peer): `cmd` must listen on `addr`, which is polled until it
-    /// accepts.
+    /// Any other server (a peer): `cmd` must listen on `addr`, which is polled (from
+    /// where the load comes) until it accepts.
     pub fn peer(
         cmd: Command,
         name: &str,
         addr: SocketAddr,
         cpus: &[usize],
         quota: Option<&CpuQuota>,
+        network: &Network,
     ) -> Result<Server, String> {
-        let mut server = Server::spawn(cmd, name, cpus, quota)?;
+        let mut server = Server::spawn(cmd, name, cpus, quota, network)?;
         server.addr = addr;
         let deadline = Instant::now() + PATIENCE;
-        while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
+        let reaches = || {
+            network
+                .as_client(|| TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok())
+                .unwrap_or(false)
+        };
+        while !reaches() {
             server.check_alive()?;
             if Instant::now() > deadline {
                 return Err(server.failed(&format!(
@@ -105,6 +117,7 @@ impl Server {
         name: &str,
         cpus: &[usize],
         quota: Option<&CpuQuota>,
+        network: &Network,
     ) -> Result<Server, String> {
         let mut set = CpuSet::new();
         for &cpu in cpus {
@@ -112,13 +125,19 @@ impl Server {
         }
         let pin = !cpus.is_empty();
         let cgroup = quota.map(CpuQuota::procs);
+        let netns = network.server_ns().map(|fd| fd.as_raw_fd());
         // SAFETY: between fork and exec only async-signal-safe calls are allowed;
-        // sched_setaffinity, open and write are plain system calls, and nothing here
-        // allocates (the cgroup's path was made before the fork).
+        // sched_setaffinity, setns, open and write are plain system calls, and nothing
+        // here allocates (the cgroup's path was made before the fork). The namespace's
+        // descriptor is open in the parent until the child has been started.
         unsafe {
             cmd.pre_exec(move || {
                 if pin {
                     sched_setaffinity(Pid::from_raw(0), &set)?;
+                }
+                if let Some(fd) = netns {
+                    let fd = std::os::fd::BorrowedFd::borrow_raw(fd);
+                    nix::sched::setns(fd, nix::sched::CloneFlags::CLONE_NEWNET)?;
                 }
                 if let Some(procs) = &cgroup {
                     quota::join(procs)?;
@@ -259,13 +278,6 @@ impl Drop for Server {
             let _ = self.child.wait();
         }
     }
-}
-
-/// A free port on 127.0.0.1 for a peer to listen on (the kernel's pick; the port is
-/// free again when this returns, and peers bind it with SO_REUSEADDR at once).
-pub fn free_port() -> Result<SocketAddr, String> {
-    let probe = TcpListener::bind("127.0.0.1:0").map_err(|e| format!("no free port: {e}"))?;
-    probe.local_addr().map_err(|e| e.to_string())
 }
 
 /// CPU time, memory and threads of process `pid` and every process under it (prefork's

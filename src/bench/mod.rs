@@ -8,6 +8,7 @@
 
 pub mod child;
 pub mod machine;
+pub mod network;
 pub mod peers;
 pub mod plan;
 pub mod quota;
@@ -15,7 +16,6 @@ pub mod slowloris;
 pub mod wait_cost;
 
 use std::collections::HashMap;
-use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
@@ -31,6 +31,7 @@ use crate::results::{
     CrossCheck, Limit, Point, Run, ServerMetrics, ServerTimeouts, Settings, SCHEMA_VERSION,
 };
 use child::{ProcSample, Server};
+use network::Network;
 use plan::Plan;
 pub use plan::{Overrides, Profile};
 use quota::CpuQuota;
@@ -44,6 +45,10 @@ pub struct Options {
     pub experiments: Vec<Experiment>,
     pub models: Vec<String>,
     pub peers: Vec<String>,
+    /// The server and the load generator in two network namespaces joined by a veth
+    /// pair, rather than on loopback; with a netem delay on the link, if given.
+    pub netns: bool,
+    pub link_delay: Option<Duration>,
     /// Servers of the engineer's own (`--server NAME=COMMAND`), beside the peers.
     pub servers: Vec<peers::Custom>,
     pub out: PathBuf,
@@ -141,6 +146,8 @@ struct Context<'a> {
     per_process: usize,
     /// The descriptor limit of every process here.
     fd_limit: u64,
+    /// Where the servers listen and the load comes from.
+    network: Network,
 }
 
 /// Run the suite; returns the run (also saved as run.json in `options.out`).
@@ -171,6 +178,15 @@ pub fn run(options: &Options) -> Result<Run, String> {
     // a reserve for everything else it opens.
     let per_process = servers::default_max_connections(fd_limit);
 
+    let network = if options.netns {
+        Network::netns(options.link_delay)?
+    } else if options.link_delay.is_some() {
+        return Err(
+            "--link-delay is a delay on the link between two namespaces: add --netns".into(),
+        );
+    } else {
+        Network::loopback()
+    };
     let plan = options.overrides.apply(options.profile.plan());
     let load_threads = pinning.load_cpus.len().max(1);
     let mut notes = Vec::new();
@@ -214,6 +230,7 @@ pub fn run(options: &Options) -> Result<Run, String> {
             server_cpu_quota: quota.as_ref().map(|q| q.setting.clone()),
             server_timeouts: Some(ServerTimeouts::suite()),
             connections_per_process: Some(per_process),
+            network: options.netns.then(|| network.setting.clone()),
             servers: options
                 .servers
                 .iter()
@@ -245,6 +262,7 @@ pub fn run(options: &Options) -> Result<Run, String> {
         bar,
         per_process,
         fd_limit,
+        network,
     };
 
     // Past a model's limit in a series, larger points are recorded, not run.
@@ -405,13 +423,14 @@ fn measure(ctx: &Context, job: &Job) -> Point {
     }
     let custom = ctx.options.servers.iter().find(|s| s.name == job.model);
     let started = if let Some(custom) = custom {
-        custom.start(&ctx.server_cpus, ctx.quota.as_ref())
+        custom.start(&ctx.server_cpus, ctx.quota.as_ref(), &ctx.network)
     } else if job.peer {
         peers::start(
             &job.model,
             &ctx.options.out,
             &ctx.server_cpus,
             ctx.quota.as_ref(),
+            &ctx.network,
         )
     } else {
         let mut args = job.args.clone();
@@ -434,6 +453,7 @@ fn measure(ctx: &Context, job: &Job) -> Point {
             &args,
             &ctx.server_cpus,
             ctx.quota.as_ref(),
+            &ctx.network,
         )
     };
     let mut server = match started {
@@ -445,7 +465,10 @@ fn measure(ctx: &Context, job: &Job) -> Point {
     };
 
     if facts.driver == Driver::SlowClients {
-        match slowloris::probe(server.addr, job.x) {
+        let probed = ctx
+            .network
+            .as_client(|| slowloris::probe(server.addr, job.x));
+        match probed.and_then(|found| found) {
             Ok(found) => point.slowloris = Some(found),
             Err(e) => point.limit = Some(server.limit(e)),
         }
@@ -473,10 +496,9 @@ fn measure(ctx: &Context, job: &Job) -> Point {
         // are taken (by our connections, and by the TIME_WAITs of the points before),
         // the longer it looks: at 100,000 connections over 8 addresses the ramp spent
         // most of its CPU there. So each address holds a tenth of its ports at most.
-        let addrs = total.div_ceil(range / 10).clamp(8, 250) as u8;
-        config.source_addrs = (2..2 + addrs)
-            .map(|i| IpAddr::from([127, 0, 0, i]))
-            .collect();
+        let addrs = total.div_ceil(range / 10).max(8);
+        let pool = &ctx.network.client_ips;
+        config.source_addrs = pool[..addrs.min(pool.len())].to_vec();
     }
 
     // Past what one process may hold, the load is split over several (each its own
@@ -491,15 +513,19 @@ fn measure(ctx: &Context, job: &Job) -> Point {
         edges: Mutex::new([None, None]),
         quota: ctx.quota.as_ref(),
     };
-    let result = if config.processes > 1 {
-        let launcher = loadgen::processes::Launcher {
-            program: ctx.options.exe.clone(),
-            args: vec!["load-worker".into()],
-        };
-        loadgen::processes::run(&config, &launcher, &sampler)
-    } else {
-        loadgen::run(&config, &sampler)
-    };
+    // From where the clients are: this host's loopback, or the client's namespace.
+    let result = ctx.network.as_client(|| {
+        if config.processes > 1 {
+            let launcher = loadgen::processes::Launcher {
+                program: ctx.options.exe.clone(),
+                args: vec!["load-worker".into()],
+            };
+            loadgen::processes::run(&config, &launcher, &sampler)
+        } else {
+            loadgen::run(&config, &sampler)
+        }
+    });
+    let result = result.and_then(|r| r);
     if let Some(quota) = &ctx.quota {
         // Whole CPUs again, for the server's stop and the next server's ramp.
         let _ = quota.lift();
@@ -695,14 +721,26 @@ fn crosscheck(ctx: &Context) -> Result<CrossCheck, String> {
     const CONNECTIONS: usize = 50;
     let secs = ctx.plan.window.as_secs().max(2);
     // No quota here: this compares the two load generators, each at its fastest.
-    let server = Server::ours(&ctx.options.exe, MODEL, &[], &ctx.server_cpus, None)?;
+    let server = Server::ours(
+        &ctx.options.exe,
+        MODEL,
+        &[],
+        &ctx.server_cpus,
+        None,
+        &ctx.network,
+    )?;
     let mut config = loadgen::Config::new(server.addr);
     config.connections = CONNECTIONS;
     config.threads = ctx.load_threads;
     config.warmup = ctx.plan.warmup;
     config.duration = Duration::from_secs(secs);
-    let ours = loadgen::run(&config, &loadgen::Quiet)?.throughput_rps;
-    let wrk = peers::wrk(server.addr, CONNECTIONS, secs)?;
+    let ours = ctx
+        .network
+        .as_client(|| loadgen::run(&config, &loadgen::Quiet))??
+        .throughput_rps;
+    let wrk = ctx
+        .network
+        .as_client(|| peers::wrk(server.addr, CONNECTIONS, secs))??;
     server.stop()?;
     let line = format!("cross-check, {MODEL} with {CONNECTIONS} connections: ours {ours:.0} req/s, wrk {wrk:.0} req/s");
     if ctx.bar.is_hidden() {

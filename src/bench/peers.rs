@@ -6,7 +6,8 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Command;
 
-use super::child::{self, Server};
+use super::child::Server;
+use super::network::Network;
 use super::quota::CpuQuota;
 
 pub const PEERS: &[&str] = &["nginx", "tornado"];
@@ -43,14 +44,15 @@ pub fn start(
     dir: &Path,
     cpus: &[usize],
     quota: Option<&CpuQuota>,
+    network: &Network,
 ) -> Result<Server, String> {
-    let addr = child::free_port()?;
+    let addr = network.free_port()?;
     let cmd = match peer {
         "nginx" => nginx(dir, addr)?,
         "tornado" => tornado(dir, addr)?,
         other => return Err(format!("no peer named {other:?}")),
     };
-    Server::peer(cmd, peer, addr, cpus, quota)
+    Server::peer(cmd, peer, addr, cpus, quota, network)
 }
 
 /// One worker, no master, no access log: one process serving `return 200`, the
@@ -170,8 +172,13 @@ impl Custom {
     }
 
     /// Start it on a free port, pinned to `cpus`, under `quota`.
-    pub fn start(&self, cpus: &[usize], quota: Option<&CpuQuota>) -> Result<Server, String> {
-        let addr = child::free_port()?;
+    pub fn start(
+        &self,
+        cpus: &[usize],
+        quota: Option<&CpuQuota>,
+        network: &Network,
+    ) -> Result<Server, String> {
+        let addr = network.free_port()?;
         let line = self
             .command
             .replace("{port}", &addr.port().to_string())
@@ -179,7 +186,7 @@ impl Custom {
         let mut cmd = Command::new("sh");
         // exec: our SIGTERM reaches the server, not a shell waiting for it.
         cmd.arg("-c").arg(format!("exec {line}"));
-        Server::peer(cmd, &self.name, addr, cpus, quota)
+        Server::peer(cmd, &self.name, addr, cpus, quota, network)
     }
 }
 
