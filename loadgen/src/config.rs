@@ -42,7 +42,7 @@ pub struct Config {
     pub threads: usize,
     /// Processes, each with its own descriptor limit and its share of the connections
     /// and of the rate ([`crate::processes`]); 1: this process alone.
-    #[serde(default = "one")]
+    #[serde(default = "one", skip_serializing_if = "is_one")]
     pub processes: usize,
     /// New connections per second while ramping up.
     pub connect_rate: f64,
@@ -69,6 +69,10 @@ fn yes() -> bool {
 
 fn one() -> usize {
     1
+}
+
+fn is_one(n: &usize) -> bool {
+    *n == 1
 }
 
 impl Config {
