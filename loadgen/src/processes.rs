@@ -101,7 +101,8 @@ pub fn split(config: &Config) -> Vec<Config> {
 /// One worker, as the parent sees it.
 struct Worker {
     child: Child,
-    stdin: ChildStdin,
+    /// None once closed: a worker reads the end of its stdin as `abort`.
+    stdin: Option<ChildStdin>,
 }
 
 impl Worker {
@@ -141,20 +142,27 @@ impl Worker {
                 let _ = said.send((i, Said::Failed("ended without its tally".into())));
             })
             .map_err(|e| e.to_string())?;
-        Ok(Worker { child, stdin })
+        Ok(Worker {
+            child,
+            stdin: Some(stdin),
+        })
     }
 
     fn tell(&mut self, word: &str) {
         // A worker that is gone has said so on its stdout already.
-        let _ = writeln!(self.stdin, "{word}").and_then(|()| self.stdin.flush());
+        if let Some(stdin) = &mut self.stdin {
+            let _ = writeln!(stdin, "{word}").and_then(|()| stdin.flush());
+        }
     }
 }
 
 impl Drop for Worker {
     fn drop(&mut self) {
+        // A worker still ramping or waiting for its word stops at the end of its stdin,
+        // and one that runs stops at its window's end; a worker that does not is not
+        // left behind.
+        drop(self.stdin.take());
         if let Ok(None) = self.child.try_wait() {
-            // Its stdin closes with us, and it stops at its window's end; a worker that
-            // does not is not left behind.
             let deadline = Instant::now() + Duration::from_secs(5);
             while Instant::now() < deadline {
                 if let Ok(Some(_)) = self.child.try_wait() {

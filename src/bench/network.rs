@@ -62,7 +62,7 @@ impl Network {
         );
         let (veth_s, veth_c) = (format!("iom{id}s"), format!("iom{id}c"));
         // Whatever fails half-way is removed by the drop of what was made.
-        let made = Made(vec![server.clone(), client.clone()]);
+        let mut made = Made(vec![server.clone(), client.clone()]);
         ip(&["netns", "add", &server])?;
         ip(&["netns", "add", &client])?;
         ip(&[
@@ -113,7 +113,7 @@ impl Network {
             server: (server.clone(), open(&server)?),
             client: (client.clone(), open(&client)?),
         };
-        std::mem::forget(made); // the namespaces own the removal now
+        made.0.clear(); // the namespaces own the removal now
         Ok(Network {
             server_ip: IpAddr::V4(server_ip),
             client_ips: client_ips.into_iter().map(IpAddr::V4).collect(),

@@ -250,7 +250,7 @@ impl Worker<'_> {
             }
             // The look over every connection is O(n): a few times a second, not per event.
             let now = Instant::now();
-            if now - last_look >= RAMP_LOOK || opened == total {
+            if now - last_look >= RAMP_LOOK {
                 last_look = now;
                 self.check_timeouts(now);
                 self.publish();
