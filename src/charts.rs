@@ -54,12 +54,44 @@ pub fn colour(name: &str) -> RGBColor {
 pub enum Kind {
     /// One line per model over x; where the legend covers no line.
     Lines {
-        log_x: bool,
+        x: XAxis,
         log_y: bool,
         legend: SeriesLabelPosition,
     },
     /// Grouped bars: one group per x, one bar per model.
     Bars,
+}
+
+/// How a line chart spreads its x values.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum XAxis {
+    Linear,
+    Log,
+    /// Logarithmic, yet with room for 0: x is drawn at log10(1 + x / 100), so that 0,
+    /// 500 and 100,000 idle connections all get a place of their own (linearly, the
+    /// points up to 15,000 would share a sixth of the width).
+    LogFromZero,
+}
+
+/// Where [`XAxis::LogFromZero`] turns from nearly linear to logarithmic.
+const KNEE: f64 = 100.0;
+
+impl XAxis {
+    /// Where `x` is drawn.
+    fn place(self, x: f64) -> f64 {
+        match self {
+            XAxis::LogFromZero => (1.0 + x / KNEE).log10(),
+            XAxis::Linear | XAxis::Log => x,
+        }
+    }
+
+    /// The x drawn at `place`: what its tick says.
+    fn value(self, place: f64) -> f64 {
+        match self {
+            XAxis::LogFromZero => ((10f64.powf(place) - 1.0) * KNEE).round(),
+            XAxis::Linear | XAxis::Log => place,
+        }
+    }
 }
 
 /// One entry of the table of charts.
@@ -86,7 +118,7 @@ pub const CHARTS: &[ChartSpec] = &[
         experiment: Experiment::Idle,
         y_desc: "server CPU per request (µs, user + sys, log scale)",
         kind: Kind::Lines {
-            log_x: false,
+            x: XAxis::LogFromZero,
             log_y: true,
             legend: SeriesLabelPosition::UpperLeft,
         },
@@ -100,7 +132,7 @@ pub const CHARTS: &[ChartSpec] = &[
         experiment: Experiment::Idle,
         y_desc: "requests per second (2xx)",
         kind: Kind::Lines {
-            log_x: false,
+            x: XAxis::LogFromZero,
             log_y: false,
             legend: SeriesLabelPosition::UpperRight,
         },
@@ -114,7 +146,7 @@ pub const CHARTS: &[ChartSpec] = &[
         experiment: Experiment::Idle,
         y_desc: "p99 latency (ms, log scale)",
         kind: Kind::Lines {
-            log_x: false,
+            x: XAxis::LogFromZero,
             log_y: true,
             legend: SeriesLabelPosition::UpperLeft,
         },
@@ -128,7 +160,7 @@ pub const CHARTS: &[ChartSpec] = &[
         experiment: Experiment::Idle,
         y_desc: "resident memory per idle connection (KiB)",
         kind: Kind::Lines {
-            log_x: false,
+            x: XAxis::LogFromZero,
             log_y: false,
             legend: SeriesLabelPosition::UpperRight,
         },
@@ -142,7 +174,7 @@ pub const CHARTS: &[ChartSpec] = &[
         experiment: Experiment::Active,
         y_desc: "server CPU per request (µs, user + sys, log scale)",
         kind: Kind::Lines {
-            log_x: true,
+            x: XAxis::Log,
             log_y: true,
             legend: SeriesLabelPosition::UpperLeft,
         },
@@ -156,7 +188,7 @@ pub const CHARTS: &[ChartSpec] = &[
         experiment: Experiment::Active,
         y_desc: "requests per second (2xx)",
         kind: Kind::Lines {
-            log_x: true,
+            x: XAxis::Log,
             log_y: false,
             legend: SeriesLabelPosition::UpperRight,
         },
@@ -204,7 +236,7 @@ pub const CHARTS: &[ChartSpec] = &[
         experiment: Experiment::WaitCost,
         y_desc: "nanoseconds per call (log scale)",
         kind: Kind::Lines {
-            log_x: true,
+            x: XAxis::Log,
             log_y: true,
             legend: SeriesLabelPosition::UpperLeft,
         },
@@ -236,11 +268,11 @@ pub fn draw_all(run: &Run, dir: &Path) -> Result<Vec<&'static ChartSpec>, String
         let path = dir.join(spec.file);
         let facts = spec.experiment.facts();
         match &spec.kind {
-            Kind::Lines { log_x, .. } => {
-                let x_desc = if *log_x {
-                    format!("{} (log scale)", facts.x_name)
-                } else {
-                    facts.x_name.to_string()
+            Kind::Lines { x, .. } => {
+                let x_desc = match x {
+                    XAxis::Linear => facts.x_name.to_string(),
+                    XAxis::Log => format!("{} (log scale)", facts.x_name),
+                    XAxis::LogFromZero => format!("{} (log scale, from 0)", facts.x_name),
                 };
                 line_chart(&path, spec, &x_desc, &series, &notes)
             }
@@ -312,13 +344,31 @@ fn line_chart(
     notes: &[String],
 ) -> Result<(), String> {
     let Kind::Lines {
-        log_x,
+        x: x_axis,
         log_y,
         ref legend,
     } = spec.kind
     else {
         return Err(format!("{} is not a line chart", spec.file));
     };
+    // Every x where it is drawn.
+    let placed: Vec<Series> = series
+        .iter()
+        .map(|s| Series {
+            name: s.name.clone(),
+            values: s
+                .values
+                .iter()
+                .map(|&(x, y, sat)| (x_axis.place(x), y, sat))
+                .collect(),
+            limits: s
+                .limits
+                .iter()
+                .map(|(x, l)| (x_axis.place(*x), l.clone()))
+                .collect(),
+        })
+        .collect();
+    let series = &placed[..];
     let root = SVGBackend::new(path, SIZE).into_drawing_area();
     root.fill(&WHITE).map_err(|e| e.to_string())?;
     let (upper, lower) = root.split_vertically(PLOT_HEIGHT);
@@ -329,18 +379,38 @@ fn line_chart(
             .map(|v| v.0)
             .chain(s.limits.iter().map(|l| l.0))
     });
+    let log_x = x_axis == XAxis::Log;
     let (x_lo, x_hi) = bounds(xs, log_x);
     let ys = series.iter().flat_map(|s| s.values.iter().map(|v| v.1));
     let (y_lo, y_hi) = bounds(ys, log_y);
     let y_lo = if log_y { y_lo } else { 0.0 };
     let y_hi = if log_y { y_hi * 1.5 } else { y_hi * 1.12 };
 
+    let x_label = move |x: &f64| short_number(x_axis.value(*x));
     let labels = Labels {
         title: spec.title,
         x_desc,
+        x_label: &x_label,
         y_desc: spec.y_desc,
         legend: legend.clone(),
     };
+    if x_axis == XAxis::LogFromZero {
+        // Ticks at 0, 100, 1k, 10k, … as far as the data goes.
+        let ticks = std::iter::successors(Some(0.0), |&t: &f64| Some((t * 10.0).max(KNEE)))
+            .take_while(|&t| x_axis.place(t) <= x_hi * 1.001)
+            .map(|t| x_axis.place(t))
+            .collect();
+        let x_range = Ticked {
+            linear: (x_lo..x_hi * 1.03).into(),
+            ticks,
+        };
+        return match log_y {
+            false => plot(&upper, &labels, series, x_range, y_lo..y_hi),
+            true => plot(&upper, &labels, series, x_range, (y_lo..y_hi).log_scale()),
+        }
+        .and_then(|()| draw_notes(&lower, notes))
+        .and_then(|()| root.present().map_err(|e| e.to_string()));
+    }
     match (log_x, log_y) {
         (false, false) => plot(&upper, &labels, series, x_lo..x_hi, y_lo..y_hi),
         (true, false) => plot(
@@ -369,6 +439,30 @@ fn line_chart(
     root.present().map_err(|e| e.to_string())
 }
 
+/// A linear axis ticked where it is told (plotters' own `with_key_points` has no
+/// formatter to draw its labels with).
+struct Ticked {
+    linear: plotters::coord::types::RangedCoordf64,
+    ticks: Vec<f64>,
+}
+
+impl plotters::coord::ranged1d::Ranged for Ticked {
+    type FormatOption = plotters::coord::ranged1d::DefaultFormatting;
+    type ValueType = f64;
+
+    fn map(&self, value: &f64, limit: (i32, i32)) -> i32 {
+        self.linear.map(value, limit)
+    }
+
+    fn key_points<Hint: plotters::coord::ranged1d::KeyPointHint>(&self, _: Hint) -> Vec<f64> {
+        self.ticks.clone()
+    }
+
+    fn range(&self) -> std::ops::Range<f64> {
+        self.linear.range()
+    }
+}
+
 /// The range an axis needs for `values` (positive only on a log axis).
 fn bounds(values: impl Iterator<Item = f64>, log: bool) -> (f64, f64) {
     let v: Vec<f64> = values
@@ -390,6 +484,8 @@ fn bounds(values: impl Iterator<Item = f64>, log: bool) -> (f64, f64) {
 struct Labels<'a> {
     title: &'a str,
     x_desc: &'a str,
+    /// What a tick of x says.
+    x_label: &'a dyn Fn(&f64) -> String,
     y_desc: &'a str,
     legend: SeriesLabelPosition,
 }
@@ -422,7 +518,7 @@ where
         .axis_desc_style((FONT, 16))
         .label_style((FONT, 13))
         .light_line_style(WHITE.mix(0.0))
-        .x_label_formatter(&|x| short_number(*x))
+        .x_label_formatter(spec.x_label)
         .y_label_formatter(&|y| short_number(*y))
         .draw()
         .map_err(|e| err(&e))?;

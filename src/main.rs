@@ -78,8 +78,9 @@ struct BenchArgs {
     /// than over loopback.
     #[arg(long)]
     netns: bool,
-    /// With --netns: a netem delay on each end of the link (the round trip is twice
-    /// it), e.g. 0.5ms.
+    /// With --netns: a delay on each end of the link (the round trip is twice it), e.g.
+    /// 0.5ms: netem's, or where the kernel has no netem, a delay line of ours (two TUN
+    /// devices, forwarded on the load generator's CPU; run.json says which).
     #[arg(long, value_parser = humantime::parse_duration, requires = "netns")]
     link_delay: Option<Duration>,
     /// A server of your own beside the models and peers, in every experiment they join:
@@ -87,6 +88,24 @@ struct BenchArgs {
     /// 'mine=./target/release/mine --listen {host}:{port}'; repeatable.
     #[arg(long = "server", value_parser = peers::Custom::parse)]
     servers: Vec<peers::Custom>,
+    /// Run our servers on another machine, USER@HOST, over SSH (OpenSSH, with your keys
+    /// and ~/.ssh/config as they are; it must not ask for a password), the load
+    /// generator here. They listen on the address SSH reached it at, are neither pinned
+    /// nor under a CPU quota there, and are read from its /proc.
+    #[arg(long, value_name = "USER@HOST", conflicts_with_all = ["netns", "peers", "servers"])]
+    server_host: Option<String>,
+    /// With --server-host: the iomodels binary on that host, the same version as this
+    /// one (e.g. ./iomodels after `scp target/release/iomodels USER@HOST:`).
+    #[arg(long, default_value = "iomodels", requires = "server_host")]
+    remote_exe: String,
+    /// With --server-host: an ssh option as `ssh -o` takes it, KEY=VALUE, e.g.
+    /// IdentityFile=~/.ssh/bench or Port=2222; repeatable.
+    #[arg(
+        long = "ssh-option",
+        value_name = "KEY=VALUE",
+        requires = "server_host"
+    )]
+    ssh_options: Vec<String>,
     /// The run folder [default: results/runs/<UTC time>].
     #[arg(long)]
     out: Option<PathBuf>,
@@ -466,6 +485,11 @@ fn run_bench(args: BenchArgs) -> Result<(), String> {
         models: all(args.models, MODELS.iter().map(|m| m.name.to_string())),
         peers: args.peers,
         servers: args.servers,
+        server_host: args.server_host.map(|host| bench::remote::Destination {
+            host,
+            ssh_options: args.ssh_options,
+            exe: args.remote_exe,
+        }),
         netns: args.netns,
         link_delay: args.link_delay,
         out: args.out.unwrap_or_else(bench::default_out),

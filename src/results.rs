@@ -92,16 +92,45 @@ pub struct Settings {
     /// The servers of the engineer's own (`--server NAME=COMMAND`): name to command.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub servers: std::collections::BTreeMap<String, String>,
+    /// The other machine the servers ran on (`--server-host`); absent: this one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_host: Option<ServerHost>,
+}
+
+/// The machine the servers ran on when it was not the load generator's, as it
+/// described itself over SSH.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ServerHost {
+    /// What ssh was given: USER@HOST.
+    pub destination: String,
+    /// The address the servers listened on there (the one SSH reached it at).
+    pub address: String,
+    /// The load generator's address, as that host saw it.
+    pub client: String,
+    pub cpu_model: String,
+    pub cores: usize,
+    pub kernel: String,
+    pub memory_kb: u64,
+    /// RLIMIT_NOFILE's hard limit there: what one server process may raise its own to.
+    pub fd_limit: u64,
+    /// What `iomodels --version` said there.
+    pub version: String,
+    pub note: String,
 }
 
 /// Where a run's servers listened and its load came from.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct NetworkSetting {
-    /// `loopback` (one host) or `netns` (two network namespaces and a veth pair).
+    /// `loopback` (one host), `netns` (two network namespaces and a veth pair) or
+    /// `ssh` (the servers on another machine, `settings.server_host`).
     pub kind: String,
-    /// A netem delay on each end of the link (so the round trip is twice it).
+    /// A delay on each end of the link (so the round trip is twice it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub link_delay_us: Option<u64>,
+    /// What made the delay: `netem`, or where the kernel has none, our delay line
+    /// (TUN devices, forwarded in user space on the load generator's CPU).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link_delay_by: Option<String>,
     pub server: String,
     pub client: String,
 }
@@ -111,6 +140,7 @@ impl NetworkSetting {
         NetworkSetting {
             kind: "loopback".into(),
             link_delay_us: None,
+            link_delay_by: None,
             server: "127.0.0.1".into(),
             client: "127.0.0.1".into(),
         }

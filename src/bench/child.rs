@@ -1,5 +1,7 @@
 //! A server under test, as a child process: started pinned, watched through /proc, its
-//! counters read through SIGUSR1, stopped with SIGTERM.
+//! counters read through SIGUSR1, stopped with SIGTERM. On another host
+//! (`--server-host`) the child is the SSH session it runs in, and the signals and /proc
+//! go through [`Remote`].
 
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpStream};
@@ -18,6 +20,7 @@ use nix::unistd::Pid;
 
 use super::network::Network;
 use super::quota::{self, CpuQuota};
+use super::remote::{self, Remote};
 use crate::results::Limit;
 
 /// How long a server may take to start listening, or to stop.
@@ -44,6 +47,8 @@ pub struct Server {
     /// Ours answers SIGUSR1 with its counters; to a peer it could be fatal (Python's
     /// default action is to exit), so peers are never sent it.
     counters: bool,
+    /// On another host: the session that reaches it, and its pid there.
+    remote: Option<(Arc<Remote>, i32)>,
 }
 
 impl Server {
@@ -63,20 +68,34 @@ impl Server {
             .args(args);
         let mut server = Server::spawn(cmd, model, cpus, quota, network)?;
         server.counters = true;
-        // The address comes on stderr: "iomodels: MODEL listening on ADDR (...)".
+        server.addr = server.heard("did not say where it listens", listening_on)?;
+        Ok(server)
+    }
+
+    /// `iomodels serve MODEL` on the other host, on a free port of the address SSH
+    /// reached it at; not pinned, no quota.
+    pub fn remote(remote: &Arc<Remote>, model: &str, args: &[String]) -> Result<Server, String> {
+        let cmd = remote.serve(model, args);
+        let mut server = Server::spawn(cmd, model, &[], None, &Network::loopback())?;
+        server.counters = true;
+        let pid = server.heard("did not start (the SSH session said no pid)", |l| {
+            l.strip_prefix(remote::PID_SAID)?.trim().parse::<i32>().ok()
+        })?;
+        server.remote = Some((Arc::clone(remote), pid));
+        server.addr = server.heard("did not say where it listens", listening_on)?;
+        Ok(server)
+    }
+
+    /// The first of the server's stderr lines that `find` takes, waited for.
+    fn heard<T>(&mut self, or_else: &str, find: impl Fn(&str) -> Option<T>) -> Result<T, String> {
         let deadline = Instant::now() + PATIENCE;
         loop {
-            let line = server.stderr.lock().unwrap().iter().find_map(|l| {
-                let rest = l.split(" listening on ").nth(1)?;
-                rest.split_whitespace().next()?.parse::<SocketAddr>().ok()
-            });
-            if let Some(addr) = line {
-                server.addr = addr;
-                return Ok(server);
+            if let Some(found) = self.stderr.lock().unwrap().iter().find_map(|l| find(l)) {
+                return Ok(found);
             }
-            server.check_alive()?;
+            self.check_alive()?;
             if Instant::now() > deadline {
-                return Err(server.failed("did not say where it listens"));
+                return Err(self.failed(or_else));
             }
             std::thread::sleep(Duration::from_millis(5));
         }
@@ -181,11 +200,26 @@ impl Server {
             stderr,
             name: name.to_string(),
             counters: false,
+            remote: None,
         })
     }
 
-    pub fn pid(&self) -> i32 {
-        self.child.id() as i32
+    /// SIGKILL, there too: killing the SSH session alone would leave the server
+    /// running on the other host.
+    fn kill(&mut self) {
+        if self.remote.is_some() {
+            let _ = self.signal(Signal::SIGKILL);
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Send `signal` to the server, here or there.
+    fn signal(&self, signal: Signal) -> Result<(), String> {
+        match &self.remote {
+            Some((remote, pid)) => remote.signal(*pid, signal),
+            None => kill(Pid::from_raw(self.child.id() as i32), signal).map_err(|e| e.to_string()),
+        }
     }
 
     /// Err with the server's last words if it has exited.
@@ -212,7 +246,7 @@ impl Server {
         let lines = self.stderr.lock().unwrap();
         let said: Vec<&str> = lines
             .iter()
-            .filter(|l| !l.contains(" listening on "))
+            .filter(|l| !l.contains(" listening on ") && !l.starts_with(remote::PID_SAID))
             .map(|l| l.trim())
             .take(3)
             .collect();
@@ -235,17 +269,20 @@ impl Server {
         }
         let rx = self.snapshots.lock().unwrap();
         while rx.try_recv().is_ok() {} // anything stale
-        kill(Pid::from_raw(self.pid()), Signal::SIGUSR1).ok()?;
+        self.signal(Signal::SIGUSR1).ok()?;
         rx.recv_timeout(Duration::from_secs(2)).ok()
     }
 
     pub fn proc_sample(&self) -> Option<ProcSample> {
-        proc_sample(self.pid())
+        match &self.remote {
+            Some((remote, pid)) => remote.proc_sample(*pid),
+            None => proc_sample(self.child.id() as i32),
+        }
     }
 
     /// SIGTERM, then SIGKILL if it does not exit in time. Err if it did not exit cleanly.
     pub fn stop(mut self) -> Result<(), String> {
-        let _ = kill(Pid::from_raw(self.pid()), Signal::SIGTERM);
+        let _ = self.signal(Signal::SIGTERM);
         let deadline = Instant::now() + PATIENCE;
         loop {
             match self.child.try_wait() {
@@ -262,8 +299,7 @@ impl Server {
                     std::thread::sleep(Duration::from_millis(10))
                 }
                 _ => {
-                    let _ = self.child.kill();
-                    let _ = self.child.wait();
+                    self.kill();
                     return Err(self.failed("did not stop within 10 s of SIGTERM; killed"));
                 }
             }
@@ -274,8 +310,7 @@ impl Server {
 impl Drop for Server {
     fn drop(&mut self) {
         if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
+            self.kill();
         }
     }
 }
@@ -285,17 +320,15 @@ impl Drop for Server {
 /// that ends between the edges of a window takes its CPU time with it: a restarted
 /// worker's work before the restart is not counted.
 pub fn proc_sample(pid: i32) -> Option<ProcSample> {
-    let mut sum = one_process(pid)?;
-    for child in children(pid) {
-        if let Some(s) = proc_sample(child) {
-            sum.user_s += s.user_s;
-            sum.sys_s += s.sys_s;
-            sum.rss_kb += s.rss_kb;
-            sum.rss_peak_kb += s.rss_peak_kb;
-            sum.threads += s.threads;
-        }
-    }
-    Some(sum)
+    let one = one_process(pid)?;
+    let children = children(pid).into_iter().filter_map(proc_sample);
+    Some(children.fold(one, |sum, child| sum + child))
+}
+
+/// "… listening on ADDR (…)", the line every model of ours starts with.
+fn listening_on(line: &str) -> Option<SocketAddr> {
+    let rest = line.split(" listening on ").nth(1)?;
+    rest.split_whitespace().next()?.parse().ok()
 }
 
 /// The children of `pid`, from /proc/PID/task/*/children.
@@ -316,29 +349,51 @@ fn children(pid: i32) -> Vec<i32> {
 /// One process's figures.
 fn one_process(pid: i32) -> Option<ProcSample> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Fields after the command name (which may hold spaces, so split after its ')').
-    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
-    // utime and stime are fields 14 and 15 of the whole line: 12 and 13 after ')'.
-    let ticks = clock_ticks();
-    let user_s = fields.get(11)?.parse::<f64>().ok()? / ticks;
-    let sys_s = fields.get(12)?.parse::<f64>().ok()? / ticks;
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let field = |name: &str| -> Option<u64> {
-        status
-            .lines()
-            .find(|l| l.starts_with(name))?
-            .split_whitespace()
-            .nth(1)?
-            .parse()
-            .ok()
-    };
-    Some(ProcSample {
-        user_s,
-        sys_s,
-        rss_kb: field("VmRSS:")?,
-        rss_peak_kb: field("VmHWM:")?,
-        threads: field("Threads:")?,
-    })
+    ProcSample::parse(&stat, &status, clock_ticks())
+}
+
+impl ProcSample {
+    /// From the text of /proc/PID/stat and /proc/PID/status, with `ticks` (CLK_TCK) the
+    /// unit of stat's CPU times.
+    pub fn parse(stat: &str, status: &str, ticks: f64) -> Option<ProcSample> {
+        // Fields after the command name (which may hold spaces, so split after its ')').
+        let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+        // utime and stime are fields 14 and 15 of the whole line: 12 and 13 after ')'.
+        let user_s = fields.get(11)?.parse::<f64>().ok()? / ticks;
+        let sys_s = fields.get(12)?.parse::<f64>().ok()? / ticks;
+        let field = |name: &str| -> Option<u64> {
+            status
+                .lines()
+                .find(|l| l.starts_with(name))?
+                .split_whitespace()
+                .nth(1)?
+                .parse()
+                .ok()
+        };
+        Some(ProcSample {
+            user_s,
+            sys_s,
+            rss_kb: field("VmRSS:")?,
+            rss_peak_kb: field("VmHWM:")?,
+            threads: field("Threads:")?,
+        })
+    }
+}
+
+/// Two processes' figures summed (a server and its workers).
+impl std::ops::Add for ProcSample {
+    type Output = ProcSample;
+
+    fn add(self, other: ProcSample) -> ProcSample {
+        ProcSample {
+            user_s: self.user_s + other.user_s,
+            sys_s: self.sys_s + other.sys_s,
+            rss_kb: self.rss_kb + other.rss_kb,
+            rss_peak_kb: self.rss_peak_kb + other.rss_peak_kb,
+            threads: self.threads + other.threads,
+        }
+    }
 }
 
 fn clock_ticks() -> f64 {
@@ -351,6 +406,21 @@ fn clock_ticks() -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// As another host's /proc comes, over SSH: a name with spaces and a ')' in it,
+    /// CPU times in that host's clock ticks.
+    #[test]
+    fn proc_text_is_read_as_any_hosts() {
+        let stat = "4242 (my (odd) server) S 1 4242 4242 0 -1 4194560 300 0 0 0 \
+                    250 125 0 0 20 0 3 0 100 1000000 500 18446744073709551615";
+        let status = "Name:\tserver\nVmHWM:\t  9000 kB\nVmRSS:\t  8000 kB\nThreads:\t3\n";
+        let s = ProcSample::parse(stat, status, 250.0).unwrap();
+        assert_eq!((s.user_s, s.sys_s), (1.0, 0.5));
+        assert_eq!((s.rss_kb, s.rss_peak_kb, s.threads), (8000, 9000, 3));
+        let both = s + s;
+        assert_eq!((both.user_s, both.threads), (2.0, 6));
+        assert!(ProcSample::parse("4242 (cut", status, 100.0).is_none());
+    }
 
     #[test]
     fn this_process_reads_from_proc() {

@@ -42,6 +42,21 @@ pub fn pinning(cpus: &[usize]) -> Pinning {
     }
 }
 
+/// The servers on another host (`--server-host`): every CPU here is the load
+/// generator's.
+pub fn load_only(cpus: &[usize], server_host: &str) -> Pinning {
+    let list = cpus.iter().map(|c| c.to_string()).collect::<Vec<_>>();
+    Pinning {
+        server_cpus: Vec::new(),
+        load_cpus: cpus.to_vec(),
+        note: format!(
+            "servers on {server_host} (not pinned); load generator (and wait-cost, and \
+             wrk) on CPU {} here",
+            list.join(",")
+        ),
+    }
+}
+
 /// The machine, with `cores` counted before the suite pinned itself.
 pub fn describe(cores: usize, pinning: Pinning) -> Machine {
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();

@@ -7,17 +7,19 @@
 //! keeps what it measured.
 
 pub mod child;
+pub mod delay_line;
 pub mod machine;
 pub mod network;
 pub mod peers;
 pub mod plan;
 pub mod quota;
+pub mod remote;
 pub mod slowloris;
 pub mod wait_cost;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressStyle};
@@ -35,6 +37,7 @@ use network::Network;
 use plan::Plan;
 pub use plan::{Overrides, Profile};
 use quota::CpuQuota;
+use remote::Remote;
 
 pub struct Options {
     /// The `iomodels` binary that serves (this one, normally).
@@ -51,6 +54,8 @@ pub struct Options {
     pub link_delay: Option<Duration>,
     /// Servers of the engineer's own (`--server NAME=COMMAND`), beside the peers.
     pub servers: Vec<peers::Custom>,
+    /// Our servers on another machine, over SSH (`--server-host`), rather than here.
+    pub server_host: Option<remote::Destination>,
     pub out: PathBuf,
     /// The share of one CPU each server may use (a cgroup quota), so that the server
     /// and not the load generator is the limit; None: whole CPUs.
@@ -144,10 +149,38 @@ struct Context<'a> {
     bar: ProgressBar,
     /// Connections one process may hold ([`Settings::connections_per_process`]).
     per_process: usize,
-    /// The descriptor limit of every process here.
-    fd_limit: u64,
+    /// Where the servers run: the connections one server process may hold there, and
+    /// the descriptor limit that sets it.
+    server_host: HostLimits,
     /// Where the servers listen and the load comes from.
     network: Network,
+    /// The other host our servers run on, when they do not run here.
+    remote: Option<Arc<Remote>>,
+}
+
+/// What bounds one server process where the servers run.
+struct HostLimits {
+    /// "here", or "on USER@HOST".
+    place: String,
+    per_process: usize,
+    fd_limit: u64,
+}
+
+impl Context<'_> {
+    /// A model of ours, here (pinned, under the quota if `quota`) or on the other host.
+    fn start_ours(&self, model: &str, args: &[String], quota: bool) -> Result<Server, String> {
+        match &self.remote {
+            Some(remote) => Server::remote(remote, model, args),
+            None => Server::ours(
+                &self.options.exe,
+                model,
+                args,
+                &self.server_cpus,
+                self.quota.as_ref().filter(|_| quota),
+                &self.network,
+            ),
+        }
+    }
 }
 
 /// Run the suite; returns the run (also saved as run.json in `options.out`).
@@ -162,7 +195,14 @@ pub fn run(options: &Options) -> Result<Run, String> {
     std::fs::create_dir_all(out).map_err(|e| format!("cannot create {}: {e}", out.display()))?;
 
     let cpus = machine::usable_cpus();
-    let pinning = machine::pinning(&cpus);
+    let remote = match &options.server_host {
+        Some(destination) => Some(Arc::new(Remote::connect(destination.clone())?)),
+        None => None,
+    };
+    let pinning = match &remote {
+        Some(remote) => machine::load_only(&cpus, &remote.facts.destination),
+        None => machine::pinning(&cpus),
+    };
     if !pinning.load_cpus.is_empty() {
         // This thread first: every thread made later (the load generator's) inherits it.
         let mut set = CpuSet::new();
@@ -178,7 +218,15 @@ pub fn run(options: &Options) -> Result<Run, String> {
     // a reserve for everything else it opens.
     let per_process = servers::default_max_connections(fd_limit);
 
-    let network = if options.netns {
+    let network = if let Some(remote) = &remote {
+        let address = remote.facts.address.parse().map_err(|e| {
+            format!(
+                "{} said it was reached at {:?}, not an address: {e}",
+                remote.facts.destination, remote.facts.address
+            )
+        })?;
+        Network::remote(address, &remote.facts.client)
+    } else if options.netns {
         Network::netns(options.link_delay)?
     } else if options.link_delay.is_some() {
         return Err(
@@ -199,7 +247,8 @@ pub fn run(options: &Options) -> Result<Run, String> {
     }
     // Ours join the same experiments as the peers.
     peers.extend(options.servers.iter().map(|s| s.name.clone()));
-    let quota = match options.server_cpu_share {
+    let share = options.server_cpu_share.filter(|_| remote.is_none());
+    let quota = match share {
         None => None,
         Some(share) => match CpuQuota::new(share, QUOTA_PERIOD) {
             Ok(quota) => Some(quota),
@@ -212,6 +261,14 @@ pub fn run(options: &Options) -> Result<Run, String> {
             }
         },
     };
+    if let Some(remote) = &remote {
+        if options.experiments.iter().any(|e| !e.has_load()) {
+            notes.push(format!(
+                "wait-cost measured this host's kernel (the load generator's), not {}'s",
+                remote.facts.destination
+            ));
+        }
+    }
     for note in &notes {
         eprintln!("iomodels: {note}");
     }
@@ -230,12 +287,13 @@ pub fn run(options: &Options) -> Result<Run, String> {
             server_cpu_quota: quota.as_ref().map(|q| q.setting.clone()),
             server_timeouts: Some(ServerTimeouts::suite()),
             connections_per_process: Some(per_process),
-            network: options.netns.then(|| network.setting.clone()),
+            network: (options.netns || remote.is_some()).then(|| network.setting.clone()),
             servers: options
                 .servers
                 .iter()
                 .map(|s| (s.name.clone(), s.command.clone()))
                 .collect(),
+            server_host: remote.as_ref().map(|r| r.facts.clone()),
         },
         notes,
         crosscheck: None,
@@ -243,11 +301,24 @@ pub fn run(options: &Options) -> Result<Run, String> {
     };
 
     // epoll-mt gets a loop per CPU it may run on (one where the server is pinned to one).
-    let server_cpus = match pinning.server_cpus.len() {
-        0 => cpus.len(),
-        n => n,
+    let server_cpus = match (&remote, pinning.server_cpus.len()) {
+        (Some(remote), _) => remote.facts.cores.max(1),
+        (None, 0) => cpus.len(),
+        (None, n) => n,
     };
-    let jobs = jobs(&plan, options, &peers, server_cpus, per_process);
+    let server_host = match &remote {
+        Some(remote) => HostLimits {
+            place: format!("on {}", remote.facts.destination),
+            per_process: servers::default_max_connections(remote.facts.fd_limit),
+            fd_limit: remote.facts.fd_limit,
+        },
+        None => HostLimits {
+            place: "here".into(),
+            per_process,
+            fd_limit,
+        },
+    };
+    let jobs = jobs(&plan, options, &peers, server_cpus, server_host.per_process);
     let bar = ProgressBar::new(jobs.len() as u64);
     bar.set_style(
         ProgressStyle::with_template("{pos}/{len} [{elapsed_precise}] {msg}")
@@ -261,8 +332,9 @@ pub fn run(options: &Options) -> Result<Run, String> {
         quota,
         bar,
         per_process,
-        fd_limit,
+        server_host,
         network,
+        remote,
     };
 
     // Past a model's limit in a series, larger points are recorded, not run.
@@ -399,14 +471,16 @@ fn workers(connections: usize, server_cpus: usize, per_process: usize) -> usize 
 fn measure(ctx: &Context, job: &Job) -> Point {
     let mut point = job.point();
     let facts = job.experiment.facts();
-    if job.one_process && job.connections() > ctx.per_process {
+    let host = &ctx.server_host;
+    if job.one_process && job.connections() > host.per_process {
         point.limit = Some(Limit::new(format!(
-            "{} connections need as many descriptors, but one process may hold {} here \
+            "{} connections need as many descriptors, but one process may hold {} {} \
              (RLIMIT_NOFILE {}, whose hard limit only CAP_SYS_RESOURCE raises), and {} \
              serves from one process: not run",
             job.connections(),
-            ctx.per_process,
-            ctx.fd_limit,
+            host.per_process,
+            host.place,
+            host.fd_limit,
             job.model
         )));
         return point;
@@ -447,14 +521,7 @@ fn measure(ctx: &Context, job: &Job) -> Point {
         if let Some(workers) = job.workers {
             args.extend(["--workers".into(), workers.to_string()]);
         }
-        Server::ours(
-            &ctx.options.exe,
-            &job.model,
-            &args,
-            &ctx.server_cpus,
-            ctx.quota.as_ref(),
-            &ctx.network,
-        )
+        ctx.start_ours(&job.model, &args, true)
     };
     let mut server = match started {
         Ok(s) => s,
@@ -721,14 +788,7 @@ fn crosscheck(ctx: &Context) -> Result<CrossCheck, String> {
     const CONNECTIONS: usize = 50;
     let secs = ctx.plan.window.as_secs().max(2);
     // No quota here: this compares the two load generators, each at its fastest.
-    let server = Server::ours(
-        &ctx.options.exe,
-        MODEL,
-        &[],
-        &ctx.server_cpus,
-        None,
-        &ctx.network,
-    )?;
+    let server = ctx.start_ours(MODEL, &[], false)?;
     let mut config = loadgen::Config::new(server.addr);
     config.connections = CONNECTIONS;
     config.threads = ctx.load_threads;

@@ -1,6 +1,7 @@
 //! Where the server and the load generator meet: loopback on one host (the default),
 //! or two network namespaces joined by a veth pair (`--netns`), as two hosts would be,
-//! optionally with a delay on the link (`--link-delay`, netem).
+//! optionally with a delay on the link (`--link-delay`: netem, or where the kernel has
+//! none, a delay line of our own, [`DelayLine`]).
 //!
 //! Over loopback a packet never leaves the kernel's loopback device: no queue, no
 //! round trip to speak of, and the sender's CPU does the receiver's protocol work. A
@@ -15,6 +16,7 @@ use std::time::Duration;
 
 use nix::sched::{setns, CloneFlags};
 
+use super::delay_line::{self, DelayLine};
 use crate::results::NetworkSetting;
 
 /// Addresses a client may connect from, at most (each has its own ephemeral ports).
@@ -32,10 +34,12 @@ pub struct Network {
     pub setting: NetworkSetting,
 }
 
-/// The two namespaces, open (for setns), removed when dropped.
+/// The two namespaces, open (for setns), removed when dropped; and the delay line
+/// between them, if the link is one.
 struct Namespaces {
     server: (String, OwnedFd),
     client: (String, OwnedFd),
+    delay_line: Option<DelayLine>,
 }
 
 impl Network {
@@ -52,8 +56,27 @@ impl Network {
         }
     }
 
+    /// The servers on another host (`--server-host`), at `server` there; the load from
+    /// this host's own address (`client`, as that host saw it), the kernel's choice.
+    pub fn remote(server: IpAddr, client: &str) -> Network {
+        Network {
+            server_ip: server,
+            client_ips: Vec::new(),
+            namespaces: None,
+            setting: NetworkSetting {
+                kind: "ssh".into(),
+                link_delay_us: None,
+                link_delay_by: None,
+                server: server.to_string(),
+                client: client.into(),
+            },
+        }
+    }
+
     /// Two namespaces named after this process, a veth pair between them (10.200.0.1
-    /// the server's end, 10.200.1.1 … the client's), and `delay` on each end's egress.
+    /// the server's end, 10.200.1.1 … the client's), and `delay` on each end's egress:
+    /// netem's, or where the kernel has no netem, a [`DelayLine`]'s between two TUN
+    /// devices in place of the veth pair.
     pub fn netns(delay: Option<Duration>) -> Result<Network, String> {
         let id = std::process::id();
         let (server, client) = (
@@ -65,11 +88,35 @@ impl Network {
         let mut made = Made(vec![server.clone(), client.clone()]);
         ip(&["netns", "add", &server])?;
         ip(&["netns", "add", &client])?;
-        ip(&[
-            "link", "add", &veth_s, "type", "veth", "peer", "name", &veth_c,
-        ])?;
-        ip(&["link", "set", &veth_s, "netns", &server])?;
-        ip(&["link", "set", &veth_c, "netns", &client])?;
+        let open = |name: &str| {
+            std::fs::File::open(format!("/run/netns/{name}"))
+                .map(OwnedFd::from)
+                .map_err(|e| format!("cannot open the namespace {name}: {e}"))
+        };
+        let (server_fd, client_fd) = (open(&server)?, open(&client)?);
+        // The TUN devices of a delay line, made here, forwarded between once they are up.
+        let tuns = match delay {
+            Some(_) if !has_netem(&server) => {
+                let tun = |(name, fd): (&String, &OwnedFd), dev: &str| {
+                    in_namespace(name, fd, || delay_line::tun(dev)).and_then(|made| made)
+                };
+                let s = tun((&server, &server_fd), &veth_s)?;
+                let c = tun((&client, &client_fd), &veth_c)?;
+                eprintln!(
+                    "iomodels: this kernel has no netem: the link's delay is a delay line \
+                     of ours (two TUN devices, forwarded on the load generator's CPU)"
+                );
+                Some((s, c))
+            }
+            _ => {
+                ip(&[
+                    "link", "add", &veth_s, "type", "veth", "peer", "name", &veth_c,
+                ])?;
+                ip(&["link", "set", &veth_s, "netns", &server])?;
+                ip(&["link", "set", &veth_c, "netns", &client])?;
+                None
+            }
+        };
         let server_ip = Ipv4Addr::new(10, 200, 0, 1);
         ip(&[
             "-n",
@@ -90,9 +137,20 @@ impl Network {
         ip_batch(&client, &batch)?;
         for (ns, dev) in [(&server, &veth_s), (&client, &veth_c)] {
             ip(&["-n", ns, "link", "set", "lo", "up"])?;
-            ip(&["-n", ns, "link", "set", dev, "up"])?;
+            // A TUN device queues 500 packets for its reader by default, and drops
+            // past that: a burst of connects would be lost to our thread's lateness.
+            ip(&["-n", ns, "link", "set", dev, "txqueuelen", "10000", "up"])?;
         }
-        if let Some(delay) = delay {
+        let delay_by = match (delay, &tuns) {
+            (None, _) => None,
+            (Some(_), Some(_)) => Some(DELAY_LINE.to_string()),
+            (Some(_), None) => Some("netem".to_string()),
+        };
+        let delay_line = match (delay, tuns) {
+            (Some(delay), Some((s, c))) => Some(DelayLine::start(s, c, delay)),
+            _ => None,
+        };
+        if let (Some(delay), None) = (delay, &delay_line) {
             let us = format!("{}us", delay.as_micros());
             for (ns, dev) in [(&server, &veth_s), (&client, &veth_c)] {
                 tc(
@@ -104,14 +162,10 @@ impl Network {
                 })?;
             }
         }
-        let open = |name: &str| {
-            std::fs::File::open(format!("/run/netns/{name}"))
-                .map(OwnedFd::from)
-                .map_err(|e| format!("cannot open the namespace {name}: {e}"))
-        };
         let namespaces = Namespaces {
-            server: (server.clone(), open(&server)?),
-            client: (client.clone(), open(&client)?),
+            server: (server.clone(), server_fd),
+            client: (client.clone(), client_fd),
+            delay_line,
         };
         made.0.clear(); // the namespaces own the removal now
         Ok(Network {
@@ -121,6 +175,7 @@ impl Network {
             setting: NetworkSetting {
                 kind: "netns".into(),
                 link_delay_us: delay.map(|d| d.as_micros() as u64),
+                link_delay_by: delay_by,
                 server: server_ip.to_string(),
                 client: "10.200.1.1".into(),
             },
@@ -148,20 +203,10 @@ impl Network {
         ns: Option<&(String, OwnedFd)>,
         f: impl FnOnce() -> T + Send,
     ) -> Result<T, String> {
-        let Some((name, fd)) = ns else {
-            return Ok(f());
-        };
-        std::thread::scope(|scope| {
-            scope
-                .spawn(|| {
-                    // setns(2) moves this thread only: the caller stays where it is.
-                    setns(fd, CloneFlags::CLONE_NEWNET)
-                        .map_err(|e| format!("cannot enter the namespace {name}: {e}"))?;
-                    Ok(f())
-                })
-                .join()
-                .map_err(|_| format!("a thread in the namespace {name} panicked"))?
-        })
+        match ns {
+            Some((name, fd)) => in_namespace(name, fd, f),
+            None => Ok(f()),
+        }
     }
 
     /// A port free on the server's address, for a peer to listen on.
@@ -175,8 +220,42 @@ impl Network {
     }
 }
 
+/// Run `f` on a thread inside the namespace `name` (open as `fd`).
+fn in_namespace<T: Send>(
+    name: &str,
+    fd: &OwnedFd,
+    f: impl FnOnce() -> T + Send,
+) -> Result<T, String> {
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                // setns(2) moves this thread only: the caller stays where it is.
+                setns(fd, CloneFlags::CLONE_NEWNET)
+                    .map_err(|e| format!("cannot enter the namespace {name}: {e}"))?;
+                Ok(f())
+            })
+            .join()
+            .map_err(|_| format!("a thread in the namespace {name} panicked"))?
+    })
+}
+
+/// How run.json names a delay made by [`DelayLine`].
+pub const DELAY_LINE: &str = "delay line: TUN devices, forwarded by iomodels";
+
+/// Whether netem can be put on a device in namespace `ns` (tried on its loopback).
+fn has_netem(ns: &str) -> bool {
+    let add = ["qdisc", "add", "dev", "lo", "root", "netem", "delay", "1us"];
+    let ok = tc(ns, &add).is_ok();
+    if ok {
+        let _ = tc(ns, &["qdisc", "del", "dev", "lo", "root"]);
+    }
+    ok
+}
+
 impl Drop for Namespaces {
     fn drop(&mut self) {
+        // The delay line's threads first, while their devices are still there.
+        self.delay_line.take();
         // Removing a namespace removes its end of the veth pair, and with it the other.
         remove(&[self.server.0.clone(), self.client.0.clone()]);
     }
