@@ -35,6 +35,7 @@ pub const CHAPTER_RESULTS: &[(&str, &[&str])] = &[
     ("sigio", &["sigio", "epoll-et"]),
     ("io-uring", &["io-uring", "epoll-et"]),
     ("epoll-mt", &["epoll-mt", "epoll-et", "nginx"]),
+    ("prefork", &["prefork", "epoll-et", "epoll-mt", "nginx"]),
 ];
 
 /// Every generated file: its path under the repository root, and its bytes.

@@ -14,6 +14,8 @@ use crate::results::{Point, Run, Series};
 const SIZE: (u32, u32) = (900, 680);
 /// Height of the plot; the rest is the notes under it.
 const PLOT_HEIGHT: u32 = 500;
+/// Room beside a line chart for its legend, which inside the plot would hide lines.
+const LEGEND_WIDTH: u32 = 250;
 const FONT: &str = "sans-serif";
 
 /// The colour of each model, peer and wait call, the same in every chart.
@@ -52,12 +54,8 @@ pub fn colour(name: &str) -> RGBColor {
 /// How a chart is drawn.
 #[derive(Clone, Debug)]
 pub enum Kind {
-    /// One line per model over x; where the legend covers no line.
-    Lines {
-        x: XAxis,
-        log_y: bool,
-        legend: SeriesLabelPosition,
-    },
+    /// One line per model over x, the legend beside the plot.
+    Lines { x: XAxis, log_y: bool },
     /// Grouped bars: one group per x, one bar per model.
     Bars,
 }
@@ -120,7 +118,6 @@ pub const CHARTS: &[ChartSpec] = &[
         kind: Kind::Lines {
             x: XAxis::LogFromZero,
             log_y: true,
-            legend: SeriesLabelPosition::UpperLeft,
         },
         series: |run| run.series(Experiment::Idle, Point::cpu_us_per_request),
         sentence: report::idle_cpu_per_request,
@@ -134,7 +131,6 @@ pub const CHARTS: &[ChartSpec] = &[
         kind: Kind::Lines {
             x: XAxis::LogFromZero,
             log_y: false,
-            legend: SeriesLabelPosition::UpperRight,
         },
         series: |run| run.series(Experiment::Idle, Point::rps),
         sentence: report::idle_throughput,
@@ -148,7 +144,6 @@ pub const CHARTS: &[ChartSpec] = &[
         kind: Kind::Lines {
             x: XAxis::LogFromZero,
             log_y: true,
-            legend: SeriesLabelPosition::UpperLeft,
         },
         series: |run| run.series(Experiment::Idle, Point::p99_ms),
         sentence: report::idle_p99,
@@ -162,7 +157,6 @@ pub const CHARTS: &[ChartSpec] = &[
         kind: Kind::Lines {
             x: XAxis::LogFromZero,
             log_y: false,
-            legend: SeriesLabelPosition::UpperRight,
         },
         series: Run::memory_per_idle_connection,
         sentence: report::memory_per_connection,
@@ -176,7 +170,6 @@ pub const CHARTS: &[ChartSpec] = &[
         kind: Kind::Lines {
             x: XAxis::Log,
             log_y: true,
-            legend: SeriesLabelPosition::UpperLeft,
         },
         series: |run| run.series(Experiment::Active, Point::cpu_us_per_request),
         sentence: report::active_cpu_per_request,
@@ -190,7 +183,6 @@ pub const CHARTS: &[ChartSpec] = &[
         kind: Kind::Lines {
             x: XAxis::Log,
             log_y: false,
-            legend: SeriesLabelPosition::UpperRight,
         },
         series: |run| run.series(Experiment::Active, Point::rps),
         sentence: report::active_throughput,
@@ -238,7 +230,6 @@ pub const CHARTS: &[ChartSpec] = &[
         kind: Kind::Lines {
             x: XAxis::Log,
             log_y: true,
-            legend: SeriesLabelPosition::UpperLeft,
         },
         series: |run| run.series(Experiment::WaitCost, |p| p.ns_per_wait),
         sentence: report::wait_cost,
@@ -307,10 +298,22 @@ pub fn draw_all(run: &Run, dir: &Path) -> Result<Vec<&'static ChartSpec>, String
 /// The lines under a chart: its limits, and where the load generator was the limit.
 pub fn notes(series: &[Series]) -> Vec<String> {
     let mut notes = Vec::new();
+    // Where several servers met the same limit at the same x (every server of one
+    // process past its descriptor limit), one note names them all.
+    let mut limits: Vec<(f64, String, &str, Vec<&str>)> = Vec::new();
     for s in series {
         if let Some((x, limit)) = s.limits.first() {
-            notes.push(format!("× {}: limit from {x} ({})", s.name, limit.why));
+            let model = s.name.split_whitespace().next().unwrap_or(&s.name);
+            let why = limit.why.replace(&format!(" {model} "), " it ");
+            match limits.iter_mut().find(|l| l.0 == *x && l.1 == why) {
+                Some(same) => same.3.push(&s.name),
+                None => limits.push((*x, why, &limit.why, vec![&s.name])),
+            }
         }
+    }
+    for (x, why, own, names) in limits {
+        let why = if names.len() == 1 { own } else { &why };
+        notes.push(format!("× {}: limit from {x} ({why})", names.join(", ")));
     }
     let saturated: Vec<String> = series
         .iter()
@@ -343,12 +346,7 @@ fn line_chart(
     series: &[Series],
     notes: &[String],
 ) -> Result<(), String> {
-    let Kind::Lines {
-        x: x_axis,
-        log_y,
-        ref legend,
-    } = spec.kind
-    else {
+    let Kind::Lines { x: x_axis, log_y } = spec.kind else {
         return Err(format!("{} is not a line chart", spec.file));
     };
     // Every x where it is drawn.
@@ -369,9 +367,11 @@ fn line_chart(
         })
         .collect();
     let series = &placed[..];
-    let root = SVGBackend::new(path, SIZE).into_drawing_area();
+    let root = SVGBackend::new(path, (SIZE.0 + LEGEND_WIDTH, SIZE.1)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| e.to_string())?;
     let (upper, lower) = root.split_vertically(PLOT_HEIGHT);
+    let (upper, beside) = upper.split_horizontally(SIZE.0);
+    draw_legend(&beside, series)?;
 
     let xs = series.iter().flat_map(|s| {
         s.values
@@ -392,7 +392,6 @@ fn line_chart(
         x_desc,
         x_label: &x_label,
         y_desc: spec.y_desc,
-        legend: legend.clone(),
     };
     if x_axis == XAxis::LogFromZero {
         // Ticks at 0, 100, 1k, 10k, … as far as the data goes.
@@ -487,7 +486,6 @@ struct Labels<'a> {
     /// What a tick of x says.
     x_label: &'a dyn Fn(&f64) -> String,
     y_desc: &'a str,
-    legend: SeriesLabelPosition,
 }
 
 fn plot<X, Y>(
@@ -534,27 +532,7 @@ where
         } else {
             chart.draw_series(LineSeries::new(line, c.stroke_width(2)))
         };
-        drawn
-            .map_err(|e| err(&e))?
-            .label(s.name.clone())
-            .legend(move |(x, y)| {
-                let style = c.stroke_width(2);
-                let mut line = vec![(x, y), (x + 24, y)];
-                if dashed {
-                    line = vec![(x, y), (x + 9, y)];
-                }
-                EmptyElement::at((0, 0))
-                    + PathElement::new(line, style)
-                    + PathElement::new(
-                        if dashed {
-                            vec![(x + 15, y), (x + 24, y)]
-                        } else {
-                            vec![]
-                        },
-                        style,
-                    )
-                    + shape.marker((x + 12, y), c.filled())
-            });
+        drawn.map_err(|e| err(&e))?;
         chart
             .draw_series(s.values.iter().map(|&(x, y, saturated)| {
                 // Hollow: the load generator was saturated; the figure is a floor.
@@ -575,14 +553,34 @@ where
             )
             .map_err(|e| err(&e))?;
     }
-    chart
-        .configure_series_labels()
-        .position(spec.legend.clone())
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK.mix(0.4))
-        .label_font((FONT, 14))
-        .draw()
-        .map_err(|e| err(&e))
+    Ok(())
+}
+
+/// The legend of a line chart, beside it (inside, it would hide lines): each series'
+/// line, dashed or not, its marker and its name, in the order they were drawn.
+fn draw_legend(area: &Area, series: &[Series]) -> Result<(), String> {
+    let err = |e: &dyn std::fmt::Display| e.to_string();
+    for (i, s) in series.iter().enumerate() {
+        let (c, shape, dashed) = (colour(&s.name), Shape::of(i), i % 2 == 1);
+        let y = 60 + 20 * i as i32;
+        let pieces: &[(i32, i32)] = if dashed {
+            &[(0, 9), (15, 24)]
+        } else {
+            &[(0, 24)]
+        };
+        for &(from, to) in pieces {
+            area.draw(&PathElement::new(
+                vec![(from, y), (to, y)],
+                c.stroke_width(2),
+            ))
+            .map_err(|e| err(&e))?;
+        }
+        area.draw(&(EmptyElement::at((12, y)) + shape.marker((0, 0), c.filled())))
+            .map_err(|e| err(&e))?;
+        area.draw(&Text::new(s.name.clone(), (32, y - 7), (FONT, 14)))
+            .map_err(|e| err(&e))?;
+    }
+    Ok(())
 }
 
 /// Grouped bars: one group per x (connections), one bar per model; limits as crosses.

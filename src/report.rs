@@ -57,7 +57,7 @@ pub fn machine_md(run: &Run) -> String {
     let mut md = String::new();
     let m = &run.machine;
     let _ = writeln!(md, "| | |\n|---|---|");
-    let rows = [
+    let mut rows = vec![
         ("CPU", format!("{} ({} usable)", m.cpu_model, m.cores)),
         ("kernel", m.kernel.clone()),
         (
@@ -118,6 +118,33 @@ pub fn machine_md(run: &Run) -> String {
             run.git_commit.clone().unwrap_or_else(|| "unknown".into()),
         ),
     ];
+    if let Some(n) = &run.settings.network {
+        let delay = match (n.link_delay_us, &n.link_delay_by) {
+            (Some(us), by) => format!(
+                ", {us} µs of delay each way ({})",
+                by.as_deref().unwrap_or("netem")
+            ),
+            (None, _) => String::new(),
+        };
+        let row = format!(
+            "{}: servers at {}, load from {}{delay}",
+            n.kind, n.server, n.client
+        );
+        rows.push(("network", row));
+    }
+    if let Some(h) = &run.settings.server_host {
+        let host = format!(
+            "{} ({} usable), {}, {:.1} GiB, RLIMIT_NOFILE {} hard, {}: {}",
+            h.cpu_model,
+            h.cores,
+            h.kernel,
+            h.memory_kb as f64 / 1024.0 / 1024.0,
+            h.fd_limit,
+            h.version,
+            h.note
+        );
+        rows.push(("server host", host));
+    }
     for (k, v) in rows {
         let _ = writeln!(md, "| {k} | {v} |");
     }

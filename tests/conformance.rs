@@ -1269,3 +1269,33 @@ fn prefork_replaces_a_worker_killed_under_load() {
     let counters = server.stop_for_counters();
     assert_eq!(counters.worker_restarts, 1, "{counters:?}");
 }
+
+/// A master killed outright (SIGKILL: no chance to pass anything on) takes its workers
+/// with it: none is left serving the port.
+#[test]
+fn prefork_workers_end_with_a_killed_master() {
+    let mut server = Server::start("prefork", &["--workers", "2"]);
+    let workers = children(server.child.id());
+    assert_eq!(workers.len(), 2, "{workers:?}");
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+    let deadline = Instant::now() + PATIENCE;
+    let alive = |pid: &i32| {
+        // A worker that has ended but not been reaped (by init, now) counts as gone.
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let state = stat.rsplit_once(')').map(|(_, rest)| rest.trim_start());
+        state.is_some_and(|s| !s.starts_with('Z'))
+    };
+    while workers.iter().any(alive) {
+        assert!(
+            Instant::now() < deadline,
+            "workers left running: {:?}",
+            workers.iter().filter(|p| alive(p)).collect::<Vec<_>>()
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        TcpStream::connect(server.addr).is_err(),
+        "the port is still served"
+    );
+}

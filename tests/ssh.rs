@@ -243,6 +243,8 @@ fn server_host_runs_the_servers_there_and_reads_them_there() {
     assert_eq!(run.settings.server_cpu_quota, None);
     assert!(run.machine.pinning.server_cpus.is_empty());
     assert_eq!(run.settings.network.as_ref().unwrap().kind, "ssh");
+    let report = std::fs::read_to_string(out.join("REPORT.md")).unwrap();
+    assert!(report.contains("| server host | "), "{report}");
 
     let points: Vec<_> = run
         .points

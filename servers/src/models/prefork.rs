@@ -23,6 +23,7 @@ use std::io::{self, BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener};
 use std::os::fd::AsFd;
 use std::os::unix::net::UnixStream;
+use std::os::unix::process::CommandExt;
 use std::process::{Child, ChildStdout, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -159,6 +160,22 @@ impl Worker {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
+        // nginx's workers outlive a master killed with SIGKILL, and go on serving the
+        // port; ours are sent SIGTERM when it dies, so that whoever killed it (a test,
+        // the suite out of patience) leaves nothing behind.
+        let master = nix::unistd::getpid();
+        // SAFETY: between fork and exec only async-signal-safe calls are allowed; prctl
+        // and getppid are plain system calls, and nothing here allocates.
+        unsafe {
+            cmd.pre_exec(move || {
+                nix::sys::prctl::set_pdeathsig(Signal::SIGTERM)?;
+                // A master that died before that line sends nothing: look.
+                if nix::unistd::getppid() != master {
+                    return Err(io::Error::other("the master is gone"));
+                }
+                Ok(())
+            });
+        }
         let mut child = cmd.spawn()?;
         let stderr = child.stderr.take().expect("piped");
         let counters = BufReader::new(child.stdout.take().expect("piped"));
