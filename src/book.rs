@@ -21,6 +21,50 @@ pub const GENERATED: &str = "book/src/generated";
 /// The run the book shows, under the repository root.
 pub const REFERENCE: &str = "results/reference";
 
+/// The runs behind the book's comparison of networks: a folder `NETWORK-PASS` each,
+/// several passes over the networks in turn, so that the machine's drift hit each alike.
+pub const NETWORKS: &str = "results/networks";
+
+/// The networks of that comparison: its folders' prefix, and the column's heading.
+const NETWORK_COLUMNS: &[(&str, &str)] = &[
+    ("loopback", "loopback"),
+    ("veth", "veth (`--netns`)"),
+    ("delay", "veth + 0.5 ms each way"),
+];
+
+/// One connection alone over two of them: what the link itself adds to a round trip.
+const ONE_CONNECTION: &[(&str, &str)] = &[
+    ("one-connection-veth", "across the veth pair"),
+    (
+        "one-connection-delay",
+        "across the delay line (0.5 ms each way)",
+    ),
+];
+
+/// Every run of [`NETWORKS`] in a folder `PREFIX` or `PREFIX-PASS`, as one run.
+fn merged_runs(root: &Path, prefix: &str) -> Result<Run, String> {
+    let dir = root.join(NETWORKS);
+    let mut folders: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .map_err(|e| format!("cannot read {}: {e}", dir.display()))?
+        .filter_map(|entry| Some(entry.ok()?.path()))
+        .filter(|path| {
+            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            let pass = name.strip_prefix(prefix).and_then(|r| r.strip_prefix('-'));
+            name == prefix || pass.is_some_and(|p| p.parse::<u32>().is_ok())
+        })
+        .collect();
+    folders.sort();
+    let mut merged: Option<Run> = None;
+    for folder in folders {
+        let run = Run::load(&folder)?;
+        match &mut merged {
+            Some(all) => all.points.extend(run.points),
+            None => merged = Some(run),
+        }
+    }
+    merged.ok_or_else(|| format!("no run for {prefix} in {}", dir.display()))
+}
+
 /// Each model chapter's results page: the model (and page name), and the series its
 /// tables show — the chapter's model first, then what it is compared with.
 pub const CHAPTER_RESULTS: &[(&str, &[&str])] = &[
@@ -125,6 +169,22 @@ pub fn generate(root: &Path) -> Result<BTreeMap<PathBuf, Vec<u8>>, String> {
             sentence.into_bytes(),
         );
     }
+    // The comparison of networks: the runs of each merged into one.
+    let merged = |columns: &[(&'static str, &'static str)]| {
+        columns
+            .iter()
+            .map(|(prefix, label)| Ok((*label, merged_runs(root, prefix)?)))
+            .collect::<Result<Vec<_>, String>>()
+    };
+    files.insert(
+        out.join("networks.md"),
+        report::networks_md(&merged(NETWORK_COLUMNS)?).into_bytes(),
+    );
+    files.insert(
+        out.join("one-connection.md"),
+        report::one_connection_md(&merged(ONE_CONNECTION)?).into_bytes(),
+    );
+
     // The timelines, drawn from the recorded traces.
     let traces = root.join(timeline::TRACES);
     let names = MODELS

@@ -63,7 +63,6 @@ pub enum Kind {
 /// How a line chart spreads its x values.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum XAxis {
-    Linear,
     Log,
     /// Logarithmic, yet with room for 0: x is drawn at log10(1 + x / 100), so that 0,
     /// 500 and 100,000 idle connections all get a place of their own (linearly, the
@@ -79,7 +78,7 @@ impl XAxis {
     fn place(self, x: f64) -> f64 {
         match self {
             XAxis::LogFromZero => (1.0 + x / KNEE).log10(),
-            XAxis::Linear | XAxis::Log => x,
+            XAxis::Log => x,
         }
     }
 
@@ -87,7 +86,7 @@ impl XAxis {
     fn value(self, place: f64) -> f64 {
         match self {
             XAxis::LogFromZero => ((10f64.powf(place) - 1.0) * KNEE).round(),
-            XAxis::Linear | XAxis::Log => place,
+            XAxis::Log => place,
         }
     }
 }
@@ -261,7 +260,6 @@ pub fn draw_all(run: &Run, dir: &Path) -> Result<Vec<&'static ChartSpec>, String
         match &spec.kind {
             Kind::Lines { x, .. } => {
                 let x_desc = match x {
-                    XAxis::Linear => facts.x_name.to_string(),
                     XAxis::Log => format!("{} (log scale)", facts.x_name),
                     XAxis::LogFromZero => format!("{} (log scale, from 0)", facts.x_name),
                 };
@@ -393,46 +391,29 @@ fn line_chart(
         x_label: &x_label,
         y_desc: spec.y_desc,
     };
-    if x_axis == XAxis::LogFromZero {
-        // Ticks at 0, 100, 1k, 10k, … as far as the data goes.
-        let ticks = std::iter::successors(Some(0.0), |&t: &f64| Some((t * 10.0).max(KNEE)))
-            .take_while(|&t| x_axis.place(t) <= x_hi * 1.001)
-            .map(|t| x_axis.place(t))
-            .collect();
-        let x_range = Ticked {
-            linear: (x_lo..x_hi * 1.03).into(),
-            ticks,
-        };
-        return match log_y {
-            false => plot(&upper, &labels, series, x_range, y_lo..y_hi),
-            true => plot(&upper, &labels, series, x_range, (y_lo..y_hi).log_scale()),
+    match x_axis {
+        XAxis::LogFromZero => {
+            // Ticks at 0, 100, 1k, 10k, … as far as the data goes.
+            let ticks = std::iter::successors(Some(0.0), |&t: &f64| Some((t * 10.0).max(KNEE)))
+                .take_while(|&t| x_axis.place(t) <= x_hi * 1.001)
+                .map(|t| x_axis.place(t))
+                .collect();
+            let x_range = Ticked {
+                linear: (x_lo..x_hi * 1.03).into(),
+                ticks,
+            };
+            match log_y {
+                false => plot(&upper, &labels, series, x_range, y_lo..y_hi),
+                true => plot(&upper, &labels, series, x_range, (y_lo..y_hi).log_scale()),
+            }
         }
-        .and_then(|()| draw_notes(&lower, notes))
-        .and_then(|()| root.present().map_err(|e| e.to_string()));
-    }
-    match (log_x, log_y) {
-        (false, false) => plot(&upper, &labels, series, x_lo..x_hi, y_lo..y_hi),
-        (true, false) => plot(
-            &upper,
-            &labels,
-            series,
-            (x_lo..x_hi).log_scale(),
-            y_lo..y_hi,
-        ),
-        (false, true) => plot(
-            &upper,
-            &labels,
-            series,
-            x_lo..x_hi,
-            (y_lo..y_hi).log_scale(),
-        ),
-        (true, true) => plot(
-            &upper,
-            &labels,
-            series,
-            (x_lo..x_hi).log_scale(),
-            (y_lo..y_hi).log_scale(),
-        ),
+        XAxis::Log => {
+            let x_range = (x_lo..x_hi).log_scale();
+            match log_y {
+                false => plot(&upper, &labels, series, x_range, y_lo..y_hi),
+                true => plot(&upper, &labels, series, x_range, (y_lo..y_hi).log_scale()),
+            }
+        }
     }?;
     draw_notes(&lower, notes)?;
     root.present().map_err(|e| e.to_string())
