@@ -14,7 +14,7 @@ use iomodels_servers::{self as servers, MODELS};
 use crate::experiments::Experiment;
 use crate::myths::MYTHS;
 use crate::results::Run;
-use crate::{charts, report, timeline};
+use crate::{charts, report, roster, timeline};
 
 /// Where the generated pages go, under the repository root.
 pub const GENERATED: &str = "book/src/generated";
@@ -64,23 +64,6 @@ fn merged_runs(root: &Path, prefix: &str) -> Result<Run, String> {
     }
     merged.ok_or_else(|| format!("no run for {prefix} in {}", dir.display()))
 }
-
-/// Each model chapter's results page: the model (and page name), and the series its
-/// tables show — the chapter's model first, then what it is compared with.
-pub const CHAPTER_RESULTS: &[(&str, &[&str])] = &[
-    ("blocking", &["blocking", "thread-pool", "epoll-et"]),
-    ("busy-poll", &["busy-poll", "blocking", "epoll-et"]),
-    ("select", &["select", "poll", "epoll-et"]),
-    ("poll", &["poll", "select", "epoll-et"]),
-    ("epoll-lt", &["epoll-lt", "epoll-et", "poll"]),
-    ("epoll-et", &["epoll-et", "epoll-lt", "poll"]),
-    ("thread-pool", &["thread-pool", "blocking", "epoll-et"]),
-    ("reactor", &["reactor", "epoll-lt", "tornado"]),
-    ("sigio", &["sigio", "epoll-et"]),
-    ("io-uring", &["io-uring", "epoll-et"]),
-    ("epoll-mt", &["epoll-mt", "epoll-et", "nginx"]),
-    ("prefork", &["prefork", "epoll-et", "epoll-mt", "nginx"]),
-];
 
 /// Every generated file: its path under the repository root, and its bytes.
 pub fn generate(root: &Path) -> Result<BTreeMap<PathBuf, Vec<u8>>, String> {
@@ -198,10 +181,10 @@ pub fn generate(root: &Path) -> Result<BTreeMap<PathBuf, Vec<u8>>, String> {
             timeline::svg(&trace).into_bytes(),
         );
     }
-    for (chapter, series) in CHAPTER_RESULTS {
+    for chapter in roster::chapters() {
         files.insert(
-            out.join("models").join(format!("{chapter}.md")),
-            report::model_md(&run, series).into_bytes(),
+            out.join("models").join(format!("{}.md", chapter.name)),
+            report::model_md(&run, chapter.chapter).into_bytes(),
         );
     }
     Ok(files)

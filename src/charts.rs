@@ -9,7 +9,8 @@ use plotters::prelude::*;
 
 use crate::experiments::Experiment;
 use crate::report;
-use crate::results::{Point, Run, Series};
+use crate::results::{Point, Run};
+use crate::series::Series;
 
 const SIZE: (u32, u32) = (900, 680);
 /// Height of the plot; the rest is the notes under it.
@@ -18,37 +19,11 @@ const PLOT_HEIGHT: u32 = 500;
 const LEGEND_WIDTH: u32 = 250;
 const FONT: &str = "sans-serif";
 
-/// The colour of each model, peer and wait call, the same in every chart.
-pub const COLOURS: &[(&str, RGBColor)] = &[
-    ("blocking", RGBColor(214, 39, 40)),
-    ("busy-poll", RGBColor(140, 86, 75)),
-    ("select", RGBColor(255, 127, 14)),
-    ("poll", RGBColor(148, 103, 189)),
-    ("epoll-lt", RGBColor(23, 190, 207)),
-    ("epoll-et", RGBColor(31, 119, 180)),
-    ("epoll", RGBColor(31, 119, 180)),
-    ("thread-pool", RGBColor(227, 119, 194)),
-    ("reactor", RGBColor(188, 189, 34)),
-    ("sigio", RGBColor(127, 127, 127)),
-    ("io-uring", RGBColor(0, 0, 0)),
-    ("epoll-mt", RGBColor(57, 59, 121)),
-    ("nginx", RGBColor(44, 160, 44)),
-    ("tornado", RGBColor(140, 162, 82)),
-];
-
-/// The colour of a series (a model, with its arguments): its model's; the reactor with
-/// its work on the loop (`--executor 0`) is a darker shade of the reactor.
-pub fn colour(name: &str) -> RGBColor {
-    let model = name.split_whitespace().next().unwrap_or(name);
-    let base = COLOURS
-        .iter()
-        .find(|(m, _)| *m == model)
-        .map_or(RGBColor(120, 120, 120), |(_, c)| *c);
-    if name.ends_with("--executor 0") {
-        let RGBColor(r, g, b) = base;
-        return RGBColor(r / 2, g / 2, b / 2);
-    }
-    base
+/// The colour of a series: its contender's, as the roster draws it.
+fn colour(s: &Series) -> RGBColor {
+    s.key
+        .contender()
+        .colour(s.key.args(), s.key.route().is_some())
 }
 
 /// How a chart is drawn.
@@ -301,7 +276,7 @@ pub fn notes(series: &[Series]) -> Vec<String> {
     let mut limits: Vec<(f64, String, &str, Vec<&str>)> = Vec::new();
     for s in series {
         if let Some((x, limit)) = s.limits.first() {
-            let model = s.name.split_whitespace().next().unwrap_or(&s.name);
+            let model = s.key.who();
             let why = limit.why.replace(&format!(" {model} "), " it ");
             match limits.iter_mut().find(|l| l.0 == *x && l.1 == why) {
                 Some(same) => same.3.push(&s.name),
@@ -351,6 +326,7 @@ fn line_chart(
     let placed: Vec<Series> = series
         .iter()
         .map(|s| Series {
+            key: s.key.clone(),
             name: s.name.clone(),
             values: s
                 .values
@@ -503,7 +479,7 @@ where
         .map_err(|e| err(&e))?;
     let y_floor = chart.y_range().start;
     for (i, s) in series.iter().enumerate() {
-        let c = colour(&s.name);
+        let c = colour(s);
         // Colour alone cannot tell thirteen lines apart: each also has its own marker,
         // and every other line is dashed.
         let (shape, dashed) = (Shape::of(i), i % 2 == 1);
@@ -542,7 +518,7 @@ where
 fn draw_legend(area: &Area, series: &[Series]) -> Result<(), String> {
     let err = |e: &dyn std::fmt::Display| e.to_string();
     for (i, s) in series.iter().enumerate() {
-        let (c, shape, dashed) = (colour(&s.name), Shape::of(i), i % 2 == 1);
+        let (c, shape, dashed) = (colour(s), Shape::of(i), i % 2 == 1);
         let y = 60 + 20 * i as i32;
         let pieces: &[(i32, i32)] = if dashed {
             &[(0, 9), (15, 24)]
@@ -639,7 +615,7 @@ fn bar_chart(
         .map_err(|e| err(&e))?;
     let width = 0.8 / series.len().max(1) as f64;
     for (j, s) in series.iter().enumerate() {
-        let c = colour(&s.name);
+        let c = colour(s);
         let left = |x: f64| {
             let g = groups.iter().position(|&v| v == x).unwrap_or(0) as f64;
             g + 0.1 + j as f64 * width
@@ -722,7 +698,7 @@ fn row_chart(
         .draw()
         .map_err(|e| err(&e))?;
     for (j, s) in series.iter().enumerate() {
-        let c = colour(&s.name);
+        let c = colour(s);
         let row = (n - 1 - j) as f64;
         for &(_, value, saturated) in &s.values {
             let style = if saturated {
@@ -863,15 +839,5 @@ mod tests {
         assert_eq!(short_number(0.25), "0.25");
         assert_eq!(short_number(0.0), "0");
         assert_eq!(short_number(42.0), "42");
-    }
-
-    #[test]
-    fn every_model_has_its_own_colour() {
-        let names: Vec<&str> = iomodels_servers::MODELS.iter().map(|m| m.name).collect();
-        for (i, a) in names.iter().enumerate() {
-            for b in &names[i + 1..] {
-                assert_ne!(colour(a), colour(b), "{a} and {b}");
-            }
-        }
     }
 }

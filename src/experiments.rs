@@ -5,6 +5,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::results::Point;
+use crate::roster::{self, Contender};
 
 /// An experiment, spelled in kebab-case everywhere: the CLI, `"experiment"` in
 /// run.json, the report.
@@ -84,7 +85,7 @@ pub struct Facts {
     pub peers: bool,
     /// Models (and peers) run more than once, once per variant (the lesson of the
     /// experiment); other models run once, as they are.
-    pub variants: &'static [(&'static str, &'static [Variant])],
+    pub variants: &'static [(&'static Contender, &'static [Variant])],
 }
 
 /// One way to run a model or peer in an experiment: its server arguments, and the
@@ -128,11 +129,11 @@ pub const EXPERIMENTS: &[Facts] = &[
         // Each model as its practitioners write it, beside the naive form it replaced.
         variants: &[
             (
-                "epoll-et",
+                &roster::EPOLL_ET,
                 &[Variant::args(&[]), Variant::args(&["--et-drain", "eagain"])],
             ),
             (
-                "io-uring",
+                &roster::IO_URING,
                 &[
                     Variant::args(&[]),
                     Variant::args(&["--uring-mode", "basic"]),
@@ -189,7 +190,7 @@ pub const EXPERIMENTS: &[Facts] = &[
         // itself, the same three ways (scripts/tornado_server.py).
         variants: &[
             (
-                "reactor",
+                &roster::REACTOR,
                 &[
                     Variant::args(&["--executor", "0"]),
                     Variant::args(&["--executor", "30"]),
@@ -198,7 +199,7 @@ pub const EXPERIMENTS: &[Facts] = &[
                 ],
             ),
             (
-                "tornado",
+                &roster::TORNADO,
                 &[
                     Variant::asking("/sleep/", &[]),
                     Variant::asking("/sleep-on-executor/", &[]),
@@ -237,7 +238,7 @@ pub const EXPERIMENTS: &[Facts] = &[
         peers: false,
         // The thread pool as it comes, and with its main thread buffering headers.
         variants: &[(
-            "thread-pool",
+            &roster::THREAD_POOL,
             &[Variant::args(&[]), Variant::args(&["--buffer-headers"])],
         )],
     },

@@ -18,6 +18,8 @@ pub mod experiments;
 pub mod myths;
 pub mod report;
 pub mod results;
+pub mod roster;
+pub mod series;
 pub mod timeline;
 
 use std::path::Path;

@@ -11,6 +11,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use iomodels::bench::{self, peers, Profile};
 use iomodels::experiments::Experiment;
+use iomodels::roster;
 use iomodels_loadgen as loadgen;
 use iomodels_servers::{self as servers, Config, EtDrain, Proto, UringMode, Waits, MODELS};
 
@@ -71,7 +72,7 @@ struct BenchArgs {
     models: Vec<String>,
     /// Real servers to run beside ours, when installed: nginx, tornado.
     #[arg(long, value_delimiter = ',',
-          value_parser = PossibleValuesParser::new(peers::PEERS.iter().copied()))]
+          value_parser = PossibleValuesParser::new(roster::peers().map(|p| p.name)))]
     peers: Vec<String>,
     /// Run each server and the load generator in two network namespaces joined by a
     /// veth pair (made and removed by the suite; needs root), as on two hosts, rather
@@ -86,7 +87,7 @@ struct BenchArgs {
     /// A server of your own beside the models and peers, in every experiment they join:
     /// NAME=COMMAND, where COMMAND listens on {port} (and {host}), e.g.
     /// 'mine=./target/release/mine --listen {host}:{port}'; repeatable.
-    #[arg(long = "server", value_parser = peers::Custom::parse)]
+    #[arg(long = "server", value_parser = roster::own_server)]
     servers: Vec<peers::Custom>,
     /// Run our servers on another machine, USER@HOST, over SSH (OpenSSH, with your keys
     /// and ~/.ssh/config as they are; it must not ask for a password), the load

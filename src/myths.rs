@@ -4,7 +4,9 @@
 
 use crate::experiments::Experiment;
 use crate::report::thousands;
-use crate::results::{Point, Run, Series};
+use crate::results::{Point, Run};
+use crate::roster::{Contender, EPOLL_CALL, EPOLL_ET, EPOLL_LT, IO_URING, SELECT, TORNADO};
+use crate::series::Series;
 
 /// One claim of the blog notes, and the sentence of measured figures that answers it.
 pub struct Myth {
@@ -40,25 +42,33 @@ pub const MYTHS: &[Myth] = &[
     },
 ];
 
-/// A series by its name.
-fn named<'a>(series: &'a [Series], name: &str) -> Option<&'a Series> {
-    series.iter().find(|s| s.name == name)
+/// A series: a contender, started with these server arguments.
+type Pick = (&'static Contender, &'static [&'static str]);
+
+/// A contender as it comes.
+const fn plain(who: &'static Contender) -> Pick {
+    (who, &[])
+}
+
+/// The series `pick` names.
+fn named(series: &[Series], pick: Pick) -> Option<&Series> {
+    series.iter().find(|s| s.key.is_with(pick.0, pick.1))
 }
 
 /// "4.1 µs" or "4.1 µs (a floor)" style: the value at x, if measured there.
-fn at(series: &[Series], name: &str, x: f64) -> Option<(f64, bool)> {
-    named(series, name)?
+fn at(series: &[Series], pick: Pick, x: f64) -> Option<(f64, bool)> {
+    named(series, pick)?
         .values
         .iter()
         .find(|v| v.0 == x)
         .map(|v| (v.1, v.2))
 }
 
-/// The largest x every one of `names` was measured at.
-fn common_max(series: &[Series], names: &[&str]) -> Option<f64> {
+/// The largest x every one of `picks` was measured at.
+fn common_max(series: &[Series], picks: &[Pick]) -> Option<f64> {
     let mut xs: Option<Vec<f64>> = None;
-    for name in names {
-        let mine: Vec<f64> = named(series, name)?.values.iter().map(|v| v.0).collect();
+    for pick in picks {
+        let mine: Vec<f64> = named(series, *pick)?.values.iter().map(|v| v.0).collect();
         xs = Some(match xs {
             None => mine,
             Some(prev) => prev.into_iter().filter(|x| mine.contains(x)).collect(),
@@ -81,21 +91,21 @@ fn floor(saturated: bool) -> &'static str {
     }
 }
 
-/// "NAME a µs" for each name, at x, of CPU per request in the idle experiment.
-fn cpu_at(run: &Run, names: &[&str], x: f64) -> Vec<String> {
+/// "NAME a µs" for each series picked, at x, of CPU per request in the idle experiment.
+fn cpu_at(run: &Run, picks: &[Pick], x: f64) -> Vec<String> {
     let cpu = run.series(Experiment::Idle, Point::cpu_us_per_request);
-    names
+    picks
         .iter()
-        .filter_map(|name| {
-            let (v, _) = at(&cpu, name, x)?;
-            Some(format!("{name} {v:.2} µs"))
+        .filter_map(|pick| {
+            let (v, _) = at(&cpu, *pick, x)?;
+            Some(format!("{} {v:.2} µs", named(&cpu, *pick)?.name))
         })
         .collect()
 }
 
 fn epoll_mmap(run: &Run) -> String {
     let cost = run.series(Experiment::WaitCost, |p| p.ns_per_wait);
-    let Some(epoll) = named(&cost, "epoll") else {
+    let Some(epoll) = named(&cost, plain(&EPOLL_CALL)) else {
         return "The reference run has no wait-cost figures for epoll.".into();
     };
     let (Some(first), Some(last)) = (epoll.values.first(), epoll.values.last()) else {
@@ -113,7 +123,11 @@ fn epoll_mmap(run: &Run) -> String {
 }
 
 fn et_faster(run: &Run) -> String {
-    let names = ["epoll-et", "epoll-lt", "epoll-et --et-drain eagain"];
+    let names = [
+        plain(&EPOLL_ET),
+        plain(&EPOLL_LT),
+        (&EPOLL_ET, &["--et-drain", "eagain"]),
+    ];
     let cpu = run.series(Experiment::Idle, Point::cpu_us_per_request);
     let calls = run.series(Experiment::Idle, |p| per_request(p, |c| c.syscalls));
     let Some(max) = common_max(&cpu, &names) else {
@@ -121,9 +135,9 @@ fn et_faster(run: &Run) -> String {
     };
     let syscalls: Vec<String> = names
         .iter()
-        .filter_map(|name| {
-            let (v, _) = at(&calls, name, max)?;
-            Some(format!("{name} {v:.2}"))
+        .filter_map(|pick| {
+            let (v, _) = at(&calls, *pick, max)?;
+            Some(format!("{} {v:.2}", named(&calls, *pick)?.name))
         })
         .collect();
     format!(
@@ -139,7 +153,7 @@ fn et_faster(run: &Run) -> String {
 
 fn select_limit(run: &Run) -> String {
     let rps = run.series(Experiment::Idle, Point::rps);
-    let Some(select) = named(&rps, "select") else {
+    let Some(select) = named(&rps, plain(&SELECT)) else {
         return "The reference run did not run select.".into();
     };
     let held = select.values.iter().map(|v| v.0).reduce(f64::max);
@@ -163,13 +177,14 @@ fn select_limit(run: &Run) -> String {
 fn async_blocking(run: &Run) -> String {
     let reads = run.series(Experiment::Idle, |p| per_request(p, |c| c.reads));
     let waits = run.series(Experiment::Idle, |p| per_request(p, |c| c.wait_calls));
-    let parts: Vec<String> = ["epoll-et", "io-uring"]
+    let parts: Vec<String> = [plain(&EPOLL_ET), plain(&IO_URING)]
         .iter()
-        .filter_map(|name| {
-            let (r, _) = at(&reads, name, 0.0)?;
-            let (w, _) = at(&waits, name, 0.0)?;
+        .filter_map(|pick| {
+            let (r, _) = at(&reads, *pick, 0.0)?;
+            let (w, _) = at(&waits, *pick, 0.0)?;
             Some(format!(
-                "{name} made {r:.2} read calls and {w:.2} waits per request"
+                "{} made {r:.2} read calls and {w:.2} waits per request",
+                pick.0.name
             ))
         })
         .collect();
@@ -185,7 +200,11 @@ fn async_blocking(run: &Run) -> String {
 }
 
 fn uring_beats_epoll(run: &Run) -> String {
-    let names = ["io-uring", "epoll-et", "io-uring --uring-mode basic"];
+    let names = [
+        plain(&IO_URING),
+        plain(&EPOLL_ET),
+        (&IO_URING, &["--uring-mode", "basic"]),
+    ];
     let cpu = run.series(Experiment::Idle, Point::cpu_us_per_request);
     let Some(max) = common_max(&cpu, &names) else {
         return "The reference run has no idle figures for io-uring and epoll-et.".into();
@@ -193,10 +212,10 @@ fn uring_beats_epoll(run: &Run) -> String {
     let memory = run.memory_per_idle_connection();
     let kib: Vec<String> = names
         .iter()
-        .filter_map(|name| {
-            let s = named(&memory, name)?;
+        .filter_map(|pick| {
+            let s = named(&memory, *pick)?;
             let last = s.values.last()?;
-            Some(format!("{name} {:.2} KiB", last.1))
+            Some(format!("{} {:.2} KiB", s.name, last.1))
         })
         .collect();
     format!(
@@ -213,7 +232,7 @@ fn tornado_async(run: &Run) -> String {
     let rps = run.series(Experiment::Blocking, Point::rps);
     let parts: Vec<String> = rps
         .iter()
-        .filter(|s| s.name.starts_with("tornado"))
+        .filter(|s| s.key.is_one_of(&[&TORNADO]))
         .filter_map(|s| {
             let v = s.values.first()?;
             Some(format!("{} {:.0} req/s{}", s.name, v.1, floor(v.2)))

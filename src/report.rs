@@ -7,7 +7,9 @@ use comfy_table::{presets::UTF8_FULL_CONDENSED, Table};
 
 use crate::charts::ChartSpec;
 use crate::experiments::{Experiment, EXPERIMENTS};
-use crate::results::{Point, Run, Series, Slowloris};
+use crate::results::{Point, Run, Slowloris};
+use crate::roster::{self, Contender, ROSTER};
+use crate::series::{Series, SeriesKey};
 
 /// Kerrisk's seconds for 100,000 monitoring operations, at N = 10, 100, 1000, 10000
 /// descriptors with one ready, from two sources that differ, each quoted as it is: his
@@ -15,24 +17,24 @@ use crate::results::{Point, Run, Series, Slowloris};
 /// slides, whose figures were long quoted here as the book's.
 pub struct KerriskSource {
     pub name: &'static str,
-    pub figures: &'static [(&'static str, [f64; 4])],
+    pub figures: &'static [(&'static Contender, [f64; 4])],
 }
 
 pub const KERRISK: &[KerriskSource] = &[
     KerriskSource {
         name: "TLPI table 63-9",
         figures: &[
-            ("poll", [0.61, 2.9, 35.0, 990.0]),
-            ("select", [0.73, 3.0, 35.0, 930.0]),
-            ("epoll", [0.41, 0.42, 0.53, 0.66]),
+            (&roster::POLL_CALL, [0.61, 2.9, 35.0, 990.0]),
+            (&roster::SELECT_CALL, [0.73, 3.0, 35.0, 930.0]),
+            (&roster::EPOLL_CALL, [0.41, 0.42, 0.53, 0.66]),
         ],
     },
     KerriskSource {
         name: "2006 slides",
         figures: &[
-            ("poll", [1.12, 6.8, 157.0, 1750.0]),
-            ("select", [1.28, 7.1, 151.0, 1087.0]),
-            ("epoll", [0.65, 0.68, 0.89, 0.97]),
+            (&roster::POLL_CALL, [1.12, 6.8, 157.0, 1750.0]),
+            (&roster::SELECT_CALL, [1.28, 7.1, 151.0, 1087.0]),
+            (&roster::EPOLL_CALL, [0.65, 0.68, 0.89, 0.97]),
         ],
     },
 ];
@@ -203,14 +205,15 @@ const EXTRAS: &[(Experiment, Extra)] = &[
     (Experiment::Slowloris, slowloris_md),
 ];
 
-/// Whether a series belongs to one of the models `only` names (all when None): the
-/// model's name, alone or with its server arguments ("reactor --executor 0").
-fn shown(name: &str, only: Option<&[&str]>) -> bool {
-    only.is_none_or(|models| {
-        models
-            .iter()
-            .any(|m| name == *m || name.strip_prefix(m).is_some_and(|r| r.starts_with(' ')))
-    })
+/// Whether a series belongs to one of the contenders `only` names (all when None),
+/// with whatever server arguments ("reactor --executor 0").
+fn shown(key: &SeriesKey, only: Option<&[&Contender]>) -> bool {
+    only.is_none_or(|contenders| key.is_one_of(contenders))
+}
+
+/// Where a series goes in a table of `only`'s: a chapter's own model first.
+fn rank(key: &SeriesKey, only: &[&Contender]) -> Option<usize> {
+    only.iter().position(|c| c.is(key.who()))
 }
 
 /// Column headers (the xs) and rows (model, cells) of an experiment's table.
@@ -253,13 +256,13 @@ fn grid(
     run: &Run,
     experiment: Experiment,
     figure: &Figure,
-    only: Option<&[&str]>,
+    only: Option<&[&Contender]>,
 ) -> (Vec<f64>, Vec<(String, Vec<String>)>) {
     let mut series = run.series(experiment, figure.y);
-    series.retain(|s| shown(&s.name, only));
-    if let Some(models) = only {
+    series.retain(|s| shown(&s.key, only));
+    if let Some(only) = only {
         // In the order asked for: a chapter's own model first.
-        series.sort_by_key(|s| models.iter().position(|m| shown(&s.name, Some(&[m]))));
+        series.sort_by_key(|s| rank(&s.key, only));
     }
     let mut xs: Vec<f64> = series
         .iter()
@@ -301,7 +304,7 @@ pub fn table(run: &Run, experiment: Experiment) -> String {
 
 /// An experiment's tables: the server's CPU per request first where the load generator
 /// can be the limit, then the experiment's own figure.
-fn table_md(run: &Run, experiment: Experiment, only: Option<&[&str]>) -> String {
+fn table_md(run: &Run, experiment: Experiment, only: Option<&[&Contender]>) -> String {
     let mut md = String::new();
     if experiment.facts().cpu_leads {
         md.push_str(&figure_md(run, experiment, &Figure::CPU, only));
@@ -317,7 +320,12 @@ fn table_md(run: &Run, experiment: Experiment, only: Option<&[&str]>) -> String 
     md
 }
 
-fn figure_md(run: &Run, experiment: Experiment, figure: &Figure, only: Option<&[&str]>) -> String {
+fn figure_md(
+    run: &Run,
+    experiment: Experiment,
+    figure: &Figure,
+    only: Option<&[&Contender]>,
+) -> String {
     let facts = experiment.facts();
     let (xs, rows) = grid(run, experiment, figure, only);
     if rows.is_empty() {
@@ -341,7 +349,7 @@ const LEGEND: &str = "`limit`: the model could not hold this point (reasons in t
     and run.json); `*`: the load generator was saturated, so the figure is a floor.\n\n";
 
 /// The model's own counters at the largest idle point it held: what its waits cost.
-fn counters_md(run: &Run, only: Option<&[&str]>) -> String {
+fn counters_md(run: &Run, only: Option<&[&Contender]>) -> String {
     let mut md = String::from(
         "What each wait cost at the largest idle point each model held (its counters over the \
          window, medians of repeats):\n\n| model | idle | server CPU per request (µs) | system \
@@ -375,9 +383,9 @@ fn counters_md(run: &Run, only: Option<&[&str]>) -> String {
     let rss = run.series(Experiment::Idle, |p| {
         p.server.as_ref().map(|s| s.rss_kb as f64 / 1024.0)
     });
-    let mut rows: Vec<&Series> = cpu.iter().filter(|s| shown(&s.name, only)).collect();
-    if let Some(models) = only {
-        rows.sort_by_key(|s| models.iter().position(|m| shown(&s.name, Some(&[m]))));
+    let mut rows: Vec<&Series> = cpu.iter().filter(|s| shown(&s.key, only)).collect();
+    if let Some(only) = only {
+        rows.sort_by_key(|s| rank(&s.key, only));
     }
     for s in rows {
         let Some(&(x, _, _)) = s.values.last() else {
@@ -385,7 +393,7 @@ fn counters_md(run: &Run, only: Option<&[&str]>) -> String {
         };
         let at = |all: &[Series], digits: usize| {
             all.iter()
-                .find(|t| t.name == s.name)
+                .find(|t| t.key == s.key)
                 .and_then(|t| t.values.iter().find(|v| v.0 == x))
                 .map_or("–".to_string(), |v| format!("{:.*}", digits, v.1))
         };
@@ -409,7 +417,7 @@ fn counters_md(run: &Run, only: Option<&[&str]>) -> String {
 
 /// A model's chapter in the book: its rows, and its neighbours', from every
 /// experiment's table, and its counters at the most idle connections it held.
-pub fn model_md(run: &Run, models: &[&str]) -> String {
+pub fn model_md(run: &Run, models: &[&Contender]) -> String {
     let mut md = String::new();
     for facts in EXPERIMENTS.iter().filter(|f| f.experiment.has_load()) {
         let table = table_md(run, facts.experiment, Some(models));
@@ -442,11 +450,11 @@ pub fn networks_md(networks: &[(&str, Run)]) -> String {
     let Some(first) = columns.first() else {
         return md;
     };
-    for name in first[0].iter().map(|s| &s.name) {
-        let _ = write!(md, "| {name} |");
+    for key in first[0].iter().map(|s| &s.key) {
+        let _ = write!(md, "| {key} |");
         for column in &columns {
             let at = |i: usize| {
-                let series = column[i].iter().find(|s| &s.name == name)?;
+                let series = column[i].iter().find(|s| &s.key == key)?;
                 series.values.first().map(|v| v.1)
             };
             match (at(0), at(1), at(2)) {
@@ -495,7 +503,7 @@ fn slowloris_medians(run: &Run) -> Vec<(String, &Slowloris)> {
         .filter(|p| p.experiment == Experiment::Slowloris)
     {
         let Some(found) = &p.slowloris else { continue };
-        let name = p.series_name();
+        let name = p.series_key().to_string();
         match order.iter().position(|n| *n == name) {
             Some(i) => repeats[i].push(found),
             None => {
@@ -542,7 +550,7 @@ fn slowloris_md(run: &Run) -> String {
         .filter(|p| p.experiment == Experiment::Slowloris)
     {
         if let Some(limit) = &p.limit {
-            let _ = writeln!(md, "\n{}: limit: {}", p.series_name(), limit.why);
+            let _ = writeln!(md, "\n{}: limit: {}", p.series_key(), limit.why);
         }
     }
     md.push('\n');
@@ -565,7 +573,7 @@ fn kerrisk_md(run: &Run) -> String {
     md.push_str(&"---:|---:|".repeat(KERRISK.len()));
     md.push('\n');
     for (row, (call, _)) in KERRISK[0].figures.iter().enumerate() {
-        let ours = series.iter().find(|s| s.name == *call);
+        let ours = series.iter().find(|s| s.key.is_plain(call));
         let base = ours
             .and_then(|s| s.values.iter().find(|v| v.0 == 10.0))
             .map(|v| v.1);
@@ -578,7 +586,12 @@ fn kerrisk_md(run: &Run) -> String {
                 _ if limited => ("limit".into(), "–".into()),
                 _ => ("–".into(), "–".into()),
             };
-            let _ = write!(md, "| {call} | {} | {ns} | {ratio} |", thousands(*n as f64));
+            let _ = write!(
+                md,
+                "| {} | {} | {ns} | {ratio} |",
+                call.name,
+                thousands(*n as f64)
+            );
             for source in KERRISK {
                 let theirs = source.figures[row].1;
                 let _ = write!(md, " {} | {:.1} |", theirs[i], theirs[i] / theirs[0]);
@@ -716,20 +729,6 @@ fn short(v: f64) -> String {
     }
 }
 
-/// What an idle connection costs where it costs more than a descriptor and a few
-/// small buffers.
-const MEMORY_WHY: &[(&str, &str)] = &[
-    ("blocking", "a thread: its stack and its kernel task"),
-    (
-        "io-uring --uring-mode basic",
-        "a receive buffer of its own, held by the kernel while it waits",
-    ),
-    (
-        "tornado",
-        "Python objects (a socket, an IOStream and its buffers) on its one thread",
-    ),
-];
-
 pub fn memory_per_connection(run: &Run) -> String {
     let per_idle = run.memory_per_idle_connection();
     let parts: Vec<String> = per_idle
@@ -739,10 +738,14 @@ pub fn memory_per_connection(run: &Run) -> String {
             Some(format!("{} {:.1} KiB", s.name, last.1))
         })
         .collect();
-    let why: Vec<String> = MEMORY_WHY
+    // What the roster says of each series measured that costs more than a little.
+    let why: Vec<String> = ROSTER
         .iter()
-        .filter(|(name, _)| per_idle.iter().any(|s| s.name == *name))
-        .map(|(name, why)| format!("{name} pays for {why}"))
+        .flat_map(|c| c.memory.iter().map(move |(args, why)| (c, args, why)))
+        .filter_map(|(c, args, why)| {
+            let s = per_idle.iter().find(|s| s.key.is_with(c, args))?;
+            Some(format!("{} pays for {why}", s.name))
+        })
         .collect();
     let mut sentence = format!(
         "Resident memory each idle connection adds, at the most idle connections each \
@@ -889,13 +892,13 @@ pub fn slowloris(run: &Run) -> String {
 
 pub fn wait_cost(run: &Run) -> String {
     let series = run.series(Experiment::WaitCost, |p| p.ns_per_wait);
-    let at = |name: &str| {
+    let at = |call: &Contender| {
         series
             .iter()
-            .find(|s| s.name == name)
+            .find(|s| s.key.is_plain(call))
             .and_then(|s| s.values.last().copied())
     };
-    match (at("poll"), at("epoll")) {
+    match (at(&roster::POLL_CALL), at(&roster::EPOLL_CALL)) {
         (Some(p), Some(e)) if p.0 == e.0 => format!(
             "One descriptor ready among N: at {} descriptors a poll call costs {} ns and \
              an epoll_wait {} ns, {:.0} times less; select stops at FD_SETSIZE.",

@@ -1,10 +1,9 @@
 //! The run file (`run.json`): what a bench run measured, in one versioned schema that
 //! the charts, the report and the tests read back.
 //!
-//! One [`Point`] per measurement. Repeats of the same point are separate points with
-//! the same [`Point::key`]; tables and charts take their median ([`Run::series`]).
+//! One [`Point`] per measurement. Repeats of the same point are separate points of the
+//! same series and x; tables and charts take their median (`crate::series`).
 
-use std::collections::BTreeMap;
 use std::path::Path;
 
 use iomodels_loadgen::Report;
@@ -13,7 +12,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 
 pub use crate::bench::quota::QuotaSetting;
 pub use crate::bench::slowloris::Slowloris;
-use crate::experiments::{Axis, Experiment};
+use crate::experiments::Experiment;
 
 /// Bumped whenever a field changes meaning or goes away; `plot` refuses other versions.
 /// Version 2: a limit is a [`Limit`] (its reason and the server's words apart).
@@ -327,42 +326,6 @@ pub struct ServerMetrics {
 }
 
 impl Point {
-    /// The point's identity, repeats aside: experiment, model, parameters.
-    pub fn key(&self) -> (Experiment, String, Vec<String>, String) {
-        (
-            self.experiment,
-            self.model.clone(),
-            self.server_args.clone(),
-            format!(
-                "{:?}/{:?}/{:?}/{:?}",
-                self.idle, self.active, self.path, self.fds
-            ),
-        )
-    }
-
-    /// The line this point belongs to in a chart: the model, with its arguments.
-    pub fn series_name(&self) -> String {
-        let mut name = self.model.clone();
-        for arg in &self.server_args {
-            name = name + " " + arg;
-        }
-        if let Some(path) = self.path.as_ref().filter(|_| self.own_path) {
-            name = name + " " + path;
-        }
-        name
-    }
-
-    /// The x of this point in its experiment's charts.
-    pub fn x(&self) -> f64 {
-        let x = match self.experiment.facts().axis {
-            Axis::Idle => self.idle,
-            Axis::Connections => self.active,
-            Axis::Descriptors => self.fds,
-            Axis::SlowConnections => self.slow,
-        };
-        x.unwrap_or(0) as f64
-    }
-
     pub fn saturated(&self) -> bool {
         self.load.as_ref().is_some_and(|l| l.loadgen_saturated)
     }
@@ -389,16 +352,6 @@ impl Point {
             l.errors.values().sum::<u64>() + l.non_2xx.values().sum::<u64>()
         })
     }
-}
-
-/// One line of a chart: the median of the repeats at each x, and the limits.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Series {
-    pub name: String,
-    /// (x, median y, the load generator was saturated in some repeat).
-    pub values: Vec<(f64, f64, bool)>,
-    /// (x, why): where the model could not go.
-    pub limits: Vec<(f64, Limit)>,
 }
 
 impl Run {
@@ -428,92 +381,6 @@ impl Run {
             .and_then(|()| std::fs::rename(&tmp, &path))
             .map_err(|e| format!("cannot write {}: {e}", path.display()))
     }
-
-    /// The points of one experiment, grouped into one series per model (in the order
-    /// the models first appear), with `y` taken as the median of the repeats.
-    /// A point is a limit when any repeat of it was.
-    pub fn series(&self, experiment: Experiment, y: impl Fn(&Point) -> Option<f64>) -> Vec<Series> {
-        let mut order: Vec<String> = Vec::new();
-        let mut groups: BTreeMap<(String, u64), Vec<&Point>> = BTreeMap::new();
-        for p in self.points.iter().filter(|p| p.experiment == experiment) {
-            let name = p.series_name();
-            if !order.contains(&name) {
-                order.push(name.clone());
-            }
-            groups.entry((name, p.x().to_bits())).or_default().push(p);
-        }
-        order
-            .into_iter()
-            .map(|name| {
-                let mut series = Series {
-                    name: name.clone(),
-                    values: Vec::new(),
-                    limits: Vec::new(),
-                };
-                let mut xs: Vec<(f64, &Vec<&Point>)> = groups
-                    .iter()
-                    .filter(|((n, _), _)| *n == name)
-                    .map(|((_, x), ps)| (f64::from_bits(*x), ps))
-                    .collect();
-                xs.sort_by(|a, b| a.0.total_cmp(&b.0));
-                for (x, points) in xs {
-                    if let Some(limited) = points.iter().find_map(|p| p.limit.as_ref()) {
-                        series.limits.push((x, limited.clone()));
-                        continue;
-                    }
-                    let ys: Vec<f64> = points.iter().filter_map(|p| y(p)).collect();
-                    if let Some(m) = median(&ys) {
-                        series
-                            .values
-                            .push((x, m, points.iter().any(|p| p.saturated())));
-                    }
-                }
-                series
-            })
-            .collect()
-    }
-
-    /// Resident memory each idle connection adds: (RSS at N idle - RSS at 0 idle) / N,
-    /// per model, from the idle experiment's medians.
-    pub fn memory_per_idle_connection(&self) -> Vec<Series> {
-        let rss = self.series(Experiment::Idle, |p| {
-            p.server.as_ref().map(|s| s.rss_kb as f64)
-        });
-        rss.into_iter()
-            .map(|s| {
-                let base = s.values.iter().find(|v| v.0 == 0.0).map(|v| v.1);
-                Series {
-                    values: match base {
-                        Some(base) => s
-                            .values
-                            .iter()
-                            .filter(|v| v.0 > 0.0)
-                            .map(|&(x, rss, sat)| (x, ((rss - base) / x).max(0.0), sat))
-                            .collect(),
-                        None => Vec::new(),
-                    },
-                    limits: s.limits.clone(),
-                    name: s.name,
-                }
-            })
-            .filter(|s| !s.values.is_empty() || !s.limits.is_empty())
-            .collect()
-    }
-}
-
-/// The median (the mean of the middle two for an even count); None when empty.
-pub fn median(values: &[f64]) -> Option<f64> {
-    let mut v: Vec<f64> = values.iter().copied().filter(|x| x.is_finite()).collect();
-    if v.is_empty() {
-        return None;
-    }
-    v.sort_by(f64::total_cmp);
-    let mid = v.len() / 2;
-    Some(if v.len() % 2 == 1 {
-        v[mid]
-    } else {
-        (v[mid - 1] + v[mid]) / 2.0
-    })
 }
 
 #[cfg(test)]
@@ -537,13 +404,5 @@ mod tests {
             Limit::from_schema_1("could not start: no"),
             Limit::new("could not start: no")
         );
-    }
-
-    #[test]
-    fn median_of_odd_even_and_empty() {
-        assert_eq!(median(&[3.0, 1.0, 2.0]), Some(2.0));
-        assert_eq!(median(&[4.0, 1.0, 2.0, 3.0]), Some(2.5));
-        assert_eq!(median(&[]), None);
-        assert_eq!(median(&[f64::NAN, 5.0]), Some(5.0));
     }
 }

@@ -302,9 +302,11 @@ fn bench_runs_end_to_end_and_records_a_real_limit() {
     for p in &blocking {
         let path = p.path.as_deref().expect("a blocking point has a path");
         if p.own_path {
-            assert!(p.series_name().ends_with(path), "{}", p.series_name());
+            let key = p.series_key();
+            assert!(key.to_string().ends_with(path), "{key}");
+            assert_eq!(key.route(), Some(path), "{key}");
         } else {
-            assert_eq!(path, "/sleep/100", "{}", p.series_name());
+            assert_eq!(path, "/sleep/100", "{}", p.series_key());
         }
     }
     let waits = blocking

@@ -32,6 +32,8 @@ use crate::experiments::{Axis, Driver, Experiment, Variant};
 use crate::results::{
     CrossCheck, Limit, Point, Run, ServerMetrics, ServerTimeouts, Settings, SCHEMA_VERSION,
 };
+use crate::roster::{self, Parallel};
+use crate::series::SeriesKey;
 use child::{ProcSample, Server};
 use network::Network;
 use plan::Plan;
@@ -131,7 +133,7 @@ impl Job {
         format!(
             "{} · {} · {} {}{repeat}",
             facts.name,
-            self.point().series_name(),
+            self.point().series_key(),
             self.x,
             facts.x_name
         )
@@ -240,7 +242,10 @@ pub fn run(options: &Options) -> Result<Run, String> {
     let mut notes = Vec::new();
     let mut peers = Vec::new();
     for peer in &options.peers {
-        match peers::missing(peer) {
+        let missing = roster::server(peer)
+            .and_then(|c| c.peer())
+            .map(|p| (p.missing)());
+        match missing.unwrap_or_else(|| Some(format!("no peer named {peer:?}"))) {
             Some(why) => notes.push(why),
             None => peers.push(peer.clone()),
         }
@@ -338,10 +343,10 @@ pub fn run(options: &Options) -> Result<Run, String> {
     };
 
     // Past a model's limit in a series, larger points are recorded, not run.
-    let mut limited: HashMap<(Experiment, String, u32), (usize, Limit)> = HashMap::new();
+    let mut limited: HashMap<(Experiment, SeriesKey, u32), (usize, Limit)> = HashMap::new();
     for job in &jobs {
         ctx.bar.set_message(job.describe(ctx.plan.repeats));
-        let key = (job.experiment, job.point().series_name(), job.repeat);
+        let key = (job.experiment, job.point().series_key(), job.repeat);
         let point = match limited.get(&key) {
             Some((x, limit)) if job.x > *x => Point {
                 limit: Some(limit.not_run_past(*x)),
@@ -360,7 +365,7 @@ pub fn run(options: &Options) -> Result<Run, String> {
     ctx.bar.finish_and_clear();
 
     if options.experiments.iter().any(|e| e.has_load()) {
-        match peers::missing("wrk") {
+        match peers::wrk_missing() {
             Some(why) => run.notes.push(why),
             None => match crosscheck(&ctx) {
                 Ok(c) => run.crosscheck = Some(c),
@@ -387,7 +392,7 @@ fn jobs(
         // (who, server arguments, its own route, a peer?)
         let mut who: Vec<(String, Vec<String>, Option<&'static str>, bool)> = Vec::new();
         let variants_of = |name: &str| {
-            let found = facts.variants.iter().find(|(n, _)| *n == name);
+            let found = facts.variants.iter().find(|(c, _)| c.is(name));
             found.map(|(_, variants)| {
                 let to_owned = |v: &Variant| {
                     let args = v.args.iter().map(|a| a.to_string()).collect::<Vec<_>>();
@@ -404,17 +409,18 @@ fn jobs(
                             .into_iter()
                             .map(|(m, args, route)| (m, args, route, false)),
                     );
-                } else if m == "epoll-mt" {
+                } else if let parallel @ Parallel::Threads { per_cpu: true } =
+                    roster::find(m).parallel
+                {
                     // Said on every point: its default would follow the pinning silently.
-                    let args = vec!["--threads".to_string(), server_cpus.to_string()];
-                    who.push((m.clone(), args, None, false));
+                    who.push((m.clone(), parallel.args(server_cpus), None, false));
                 } else {
                     who.push((m.clone(), Vec::new(), None, false));
                 }
             }
         } else {
-            let calls = wait_cost::CALLS.iter();
-            who.extend(calls.map(|c| (c.to_string(), Vec::new(), None, false)));
+            let calls = roster::wait_calls();
+            who.extend(calls.map(|c| (c.name.to_string(), Vec::new(), None, false)));
         }
         // A peer joins an experiment of `/` as it is, and one that names it in its
         // variants with those.
@@ -486,7 +492,9 @@ fn measure(ctx: &Context, job: &Job) -> Point {
         return point;
     }
     if !job.experiment.has_load() {
-        match wait_cost::measure(&job.model, job.x, ctx.plan.wait_budget) {
+        let call = roster::wait_call(&job.model)
+            .ok_or_else(|| format!("no wait call named {}", job.model));
+        match call.and_then(|call| wait_cost::measure(call, job.x, ctx.plan.wait_budget)) {
             Ok(m) => {
                 point.ns_per_wait = Some(m.ns_per_wait);
                 point.waits = Some(m.waits);
@@ -498,8 +506,9 @@ fn measure(ctx: &Context, job: &Job) -> Point {
     let custom = ctx.options.servers.iter().find(|s| s.name == job.model);
     let started = if let Some(custom) = custom {
         custom.start(&ctx.server_cpus, ctx.quota.as_ref(), &ctx.network)
-    } else if job.peer {
+    } else if let Some(peer) = roster::find(&job.model).peer().filter(|_| job.peer) {
         peers::start(
+            peer,
             &job.model,
             &ctx.options.out,
             &ctx.server_cpus,
@@ -784,11 +793,11 @@ fn log(bar: &ProgressBar, what: &str, p: &Point) {
 
 /// Our load generator, then wrk, on the same point: 50 connections to epoll-et.
 fn crosscheck(ctx: &Context) -> Result<CrossCheck, String> {
-    const MODEL: &str = "epoll-et";
+    let model = roster::CROSSCHECK.name;
     const CONNECTIONS: usize = 50;
     let secs = ctx.plan.window.as_secs().max(2);
     // No quota here: this compares the two load generators, each at its fastest.
-    let server = ctx.start_ours(MODEL, &[], false)?;
+    let server = ctx.start_ours(model, &[], false)?;
     let mut config = loadgen::Config::new(server.addr);
     config.connections = CONNECTIONS;
     config.threads = ctx.load_threads;
@@ -802,12 +811,12 @@ fn crosscheck(ctx: &Context) -> Result<CrossCheck, String> {
         .network
         .as_client(|| peers::wrk(server.addr, CONNECTIONS, secs))??;
     server.stop()?;
-    let line = format!("cross-check, {MODEL} with {CONNECTIONS} connections: ours {ours:.0} req/s, wrk {wrk:.0} req/s");
+    let line = format!("cross-check, {model} with {CONNECTIONS} connections: ours {ours:.0} req/s, wrk {wrk:.0} req/s");
     if ctx.bar.is_hidden() {
         eprintln!("{line}");
     }
     Ok(CrossCheck {
-        model: MODEL.into(),
+        model: model.into(),
         connections: CONNECTIONS,
         ours_rps: ours,
         wrk_rps: wrk,

@@ -10,49 +10,60 @@ use super::child::Server;
 use super::network::Network;
 use super::quota::CpuQuota;
 
-pub const PEERS: &[&str] = &["nginx", "tornado"];
+/// A real server beside ours: how to tell whether it is installed, and the command
+/// that starts it on an address, its config and logs in a folder of the run's.
+pub struct Peer {
+    /// Why it cannot run here, with the line that installs it; None when it can.
+    pub missing: fn() -> Option<String>,
+    pub command: fn(&Path, SocketAddr) -> Result<Command, String>,
+}
 
-/// Why a peer cannot run here, with the line that installs it; None when it can.
-pub fn missing(peer: &str) -> Option<String> {
-    match peer {
-        "nginx" => (!runs("nginx", &["-v"])).then(|| {
+pub static NGINX: Peer = Peer {
+    missing: || {
+        (!runs("nginx", &["-v"])).then(|| {
             "nginx is not installed, so it is left out: `apt-get install nginx-light`".into()
-        }),
-        "tornado" => (!runs("python3", &["-c", "import tornado"])).then(|| {
+        })
+    },
+    command: nginx,
+};
+
+pub static TORNADO: Peer = Peer {
+    missing: || {
+        (!runs("python3", &["-c", "import tornado"])).then(|| {
             "Tornado is not installed for python3, so it is left out: `pip install tornado`".into()
-        }),
-        "wrk" => (!runs("wrk", &["--version"])).then(|| {
-            "wrk is not installed, so there is no cross-check: `apt-get install wrk`".into()
-        }),
-        other => Some(format!(
-            "no peer named {other:?} (peers: {})",
-            PEERS.join(", ")
-        )),
-    }
+        })
+    },
+    command: tornado,
+};
+
+/// Why wrk cannot cross-check our load generator here; None when it can.
+pub fn wrk_missing() -> Option<String> {
+    // wrk has no --version that exits 0; that it ran at all is enough.
+    Command::new("wrk")
+        .arg("--version")
+        .output()
+        .is_err()
+        .then(|| "wrk is not installed, so there is no cross-check: `apt-get install wrk`".into())
 }
 
 fn runs(program: &str, args: &[&str]) -> bool {
     let ran = Command::new(program).args(args).output();
-    // wrk has no --version that exits 0; that it ran at all is enough.
-    ran.is_ok_and(|o| o.status.success() || program == "wrk")
+    ran.is_ok_and(|o| o.status.success())
 }
 
-/// Start `peer` on a free port in `dir` (its config and logs go there), pinned to `cpus`,
-/// under the servers' CPU `quota` if there is one.
+/// Start `peer` (named `name`) on a free port in `dir` (its config and logs go there),
+/// pinned to `cpus`, under the servers' CPU `quota` if there is one.
 pub fn start(
-    peer: &str,
+    peer: &Peer,
+    name: &str,
     dir: &Path,
     cpus: &[usize],
     quota: Option<&CpuQuota>,
     network: &Network,
 ) -> Result<Server, String> {
     let addr = network.free_port()?;
-    let cmd = match peer {
-        "nginx" => nginx(dir, addr)?,
-        "tornado" => tornado(dir, addr)?,
-        other => return Err(format!("no peer named {other:?}")),
-    };
-    Server::peer(cmd, peer, addr, cpus, quota, network)
+    let cmd = (peer.command)(dir, addr)?;
+    Server::peer(cmd, name, addr, cpus, quota, network)
 }
 
 /// One worker, no master, no access log: one process serving `return 200`, the
@@ -139,8 +150,8 @@ pub struct Custom {
 }
 
 impl Custom {
-    /// `NAME=COMMAND`, with a name no model or peer has and a command that says where
-    /// to listen.
+    /// `NAME=COMMAND`, with a command that says where to listen (that no model or peer
+    /// has the name is the roster's to say: `roster::own_server`).
     pub fn parse(text: &str) -> Result<Custom, String> {
         let (name, command) = text.split_once('=').ok_or_else(|| {
             format!("{text:?} is not NAME=COMMAND (e.g. 'mine=./server --port {{port}}')")
@@ -151,12 +162,6 @@ impl Custom {
             return Err(format!(
                 "the name {name:?} must be letters, digits, '.', '_' or '-' (it names a \
                  series in every chart)"
-            ));
-        }
-        let models = iomodels_servers::MODELS.iter().map(|m| m.name);
-        if let Some(taken) = models.chain(PEERS.iter().copied()).find(|&n| n == name) {
-            return Err(format!(
-                "{taken:?} is already a model or a peer: name yours otherwise"
             ));
         }
         if !command.contains("{port}") {
@@ -207,9 +212,6 @@ mod tests {
         assert!(Custom::parse("mine=./srv --port 8080")
             .unwrap_err()
             .contains("{port}"));
-        assert!(Custom::parse("epoll-et=./srv {port}")
-            .unwrap_err()
-            .contains("already"));
         assert!(Custom::parse("my server=./srv {port}")
             .unwrap_err()
             .contains("letters"));

@@ -15,8 +15,17 @@ use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 use nix::sys::select::{select, FdSet, FD_SETSIZE};
 
-/// The calls compared, by the names the chart uses.
-pub const CALLS: &[&str] = &["select", "poll", "epoll"];
+/// A wait call compared (its name and colour are the roster's).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Call {
+    Select,
+    Poll,
+    Epoll,
+}
+
+impl Call {
+    pub const ALL: [Call; 3] = [Call::Select, Call::Poll, Call::Epoll];
+}
 
 /// What one cell of the table measured.
 #[derive(Debug)]
@@ -27,7 +36,7 @@ pub struct Measured {
 
 /// Time `call` over `fds` descriptors for about `budget`. Err says why the call cannot
 /// watch that many (select past FD_SETSIZE), or why the set could not be made.
-pub fn measure(call: &str, fds: usize, budget: Duration) -> Result<Measured, String> {
+pub fn measure(call: Call, fds: usize, budget: Duration) -> Result<Measured, String> {
     let pairs: Vec<(UnixStream, UnixStream)> = (0..fds.div_ceil(2))
         .map(|_| UnixStream::pair())
         .collect::<Result<_, _>>()
@@ -38,7 +47,7 @@ pub fn measure(call: &str, fds: usize, budget: Duration) -> Result<Measured, Str
         .map_err(|e| format!("cannot make one descriptor ready: {e}"))?;
 
     match call {
-        "select" => {
+        Call::Select => {
             let highest = watched.iter().map(|s| raw(s)).max().unwrap_or(0);
             if highest as usize >= FD_SETSIZE {
                 return Err(format!(
@@ -56,7 +65,7 @@ pub fn measure(call: &str, fds: usize, budget: Duration) -> Result<Measured, Str
                 select(highest + 1, &mut ready, None, None, None).map(|n| n as usize)
             })
         }
-        "poll" => {
+        Call::Poll => {
             let mut set: Vec<PollFd> = watched
                 .iter()
                 .map(|s| PollFd::new(s.as_fd(), PollFlags::POLLIN))
@@ -65,7 +74,7 @@ pub fn measure(call: &str, fds: usize, budget: Duration) -> Result<Measured, Str
                 poll(&mut set, PollTimeout::NONE).map(|n| n as usize)
             })
         }
-        "epoll" => {
+        Call::Epoll => {
             let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).map_err(|e| e.to_string())?;
             for (i, s) in watched.iter().enumerate() {
                 epoll
@@ -75,7 +84,6 @@ pub fn measure(call: &str, fds: usize, budget: Duration) -> Result<Measured, Str
             let mut events = [EpollEvent::empty(); 64];
             time(budget, || epoll.wait(&mut events, EpollTimeout::NONE))
         }
-        other => Err(format!("no wait call named {other}")),
     }
 }
 
@@ -118,16 +126,16 @@ mod tests {
 
     #[test]
     fn every_call_measures_a_small_set() {
-        for call in CALLS {
+        for call in Call::ALL {
             let m = measure(call, 10, Duration::from_millis(5)).unwrap();
-            assert!(m.ns_per_wait > 0.0 && m.waits >= 50, "{call}: {m:?}");
+            assert!(m.ns_per_wait > 0.0 && m.waits >= 50, "{call:?}: {m:?}");
         }
     }
 
     #[test]
     fn select_refuses_a_set_past_its_limit_and_names_it() {
-        let e = measure("select", 2000, Duration::from_millis(5)).unwrap_err();
+        let e = measure(Call::Select, 2000, Duration::from_millis(5)).unwrap_err();
         assert!(e.contains("FD_SETSIZE (1024)"), "{e}");
-        assert!(measure("poll", 2000, Duration::from_millis(5)).is_ok());
+        assert!(measure(Call::Poll, 2000, Duration::from_millis(5)).is_ok());
     }
 }
