@@ -107,7 +107,7 @@ pub fn generate(root: &Path) -> Result<BTreeMap<PathBuf, Vec<u8>>, String> {
         CALLS.fetch_add(1, Relaxed)
     ));
     std::fs::create_dir_all(&scratch).map_err(|e| e.to_string())?;
-    let drawn = charts::draw_all(&run, &scratch);
+    let drawn = charts::draw_all(&run, &scratch, crate::experiments::charts());
     let _ = std::fs::remove_dir_all(&scratch);
     let drawn = drawn?;
     for chart in &drawn {

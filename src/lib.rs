@@ -21,6 +21,7 @@ pub mod results;
 pub mod roster;
 pub mod series;
 pub mod timeline;
+pub mod words;
 
 use std::path::Path;
 
@@ -29,7 +30,7 @@ pub use results::Run;
 /// Draw the charts and write REPORT.md for the run in `dir`, from its run.json.
 pub fn plot(dir: &Path) -> Result<(Run, Vec<&'static charts::ChartSpec>), String> {
     let run = Run::load(dir)?;
-    let drawn = charts::draw_all(&run, dir)?;
+    let drawn = charts::draw_all(&run, dir, experiments::charts())?;
     let path = dir.join("REPORT.md");
     std::fs::write(&path, report::markdown(&run, &drawn))
         .map_err(|e| format!("cannot write {}: {e}", path.display()))?;

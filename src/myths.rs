@@ -3,10 +3,10 @@
 //! page's reasoning is prose; its numbers are these.
 
 use crate::experiments::Experiment;
-use crate::report::thousands;
 use crate::results::{Point, Run};
 use crate::roster::{Contender, EPOLL_CALL, EPOLL_ET, EPOLL_LT, IO_URING, SELECT, TORNADO};
 use crate::series::Series;
+use crate::words::thousands;
 
 /// One claim of the blog notes, and the sentence of measured figures that answers it.
 pub struct Myth {

@@ -12,7 +12,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 
 pub use crate::bench::quota::QuotaSetting;
 pub use crate::bench::slowloris::Slowloris;
-use crate::experiments::Experiment;
+use crate::experiments::kind::Experiment;
 
 /// Bumped whenever a field changes meaning or goes away; `plot` refuses other versions.
 /// Version 2: a limit is a [`Limit`] (its reason and the server's words apart).

@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use crate::experiments::{Axis, Experiment};
+use crate::experiments::kind::{Axis, Experiment};
 use crate::results::{Limit, Point, Run};
 use crate::roster::{self, Contender};
 
@@ -54,6 +54,16 @@ impl SeriesKey {
         contender.is(&self.who) && self.route.is_none() && self.args.iter().eq(args.iter())
     }
 
+    /// Whether it belongs to one of the contenders `only` names (all when None).
+    pub fn shown(&self, only: Option<&[&Contender]>) -> bool {
+        only.is_none_or(|contenders| self.is_one_of(contenders))
+    }
+
+    /// Where it goes in a table of `only`'s: a chapter's own model first.
+    pub fn rank(&self, only: &[&Contender]) -> Option<usize> {
+        only.iter().position(|c| c.is(&self.who))
+    }
+
     pub fn args(&self) -> &[String] {
         &self.args
     }
@@ -86,7 +96,7 @@ impl Point {
 
     /// The x of this point in its experiment's charts.
     pub fn x(&self) -> f64 {
-        let x = match self.experiment.facts().axis {
+        let x = match self.experiment.axis() {
             Axis::Idle => self.idle,
             Axis::Connections => self.active,
             Axis::Descriptors => self.fds,

@@ -25,7 +25,7 @@ use iomodels_servers::trace::{now_us, Event, Tracer, What};
 use iomodels_servers::MODELS;
 
 use crate::bench::child::Server;
-use crate::report::thousands;
+use crate::words::thousands;
 
 /// Where the traces are kept, under the repository root.
 pub const TRACES: &str = "results/reference/traces";

@@ -95,7 +95,7 @@ struct Job {
 
 impl Job {
     fn point(&self) -> Point {
-        let (idle, active, fds, slow) = match self.experiment.facts().axis {
+        let (idle, active, fds, slow) = match self.experiment.axis() {
             Axis::Idle => (Some(self.x), Some(self.busy), None, None),
             Axis::Connections => (None, Some(self.x), None, None),
             Axis::Descriptors => (None, None, Some(self.x), None),

@@ -2,38 +2,20 @@
 //! models table. The suite, the report, the charts and the CLI read these facts; none of
 //! them matches on an experiment's name.
 
-use serde::{Deserialize, Serialize};
+pub mod active;
+pub mod blocking;
+pub mod caption;
+pub mod churn;
+pub mod idle;
+pub mod kind;
+pub mod slowloris;
+pub mod wait_cost;
 
-use crate::results::Point;
+use crate::charts::spec::ChartSpec;
+use crate::results::{Point, Run};
 use crate::roster::{self, Contender};
 
-/// An experiment, spelled in kebab-case everywhere: the CLI, `"experiment"` in
-/// run.json, the report.
-#[derive(
-    Clone,
-    Copy,
-    Debug,
-    Default,
-    PartialEq,
-    Eq,
-    Hash,
-    PartialOrd,
-    Ord,
-    Serialize,
-    Deserialize,
-    clap::ValueEnum,
-)]
-#[serde(rename_all = "kebab-case")]
-#[value(rename_all = "kebab-case")]
-pub enum Experiment {
-    #[default]
-    Idle,
-    Active,
-    Churn,
-    Blocking,
-    WaitCost,
-    Slowloris,
-}
+pub use kind::{Axis, Experiment};
 
 /// What drives an experiment's servers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -46,19 +28,6 @@ pub enum Driver {
     SlowClients,
 }
 
-/// What the x of an experiment counts, and so which field of a point holds it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Axis {
-    /// Idle connections held beside a few busy ones (`Point::idle`).
-    Idle,
-    /// Connections, every one busy (`Point::active`).
-    Connections,
-    /// Descriptors watched by one wait call, no load at all (`Point::fds`).
-    Descriptors,
-    /// Slow connections, each trickling a header (`Point::active`).
-    SlowConnections,
-}
-
 /// One entry of the table of experiments.
 pub struct Facts {
     pub experiment: Experiment,
@@ -67,8 +36,7 @@ pub struct Facts {
     /// Its heading in the report and the book.
     pub title: &'static str,
     pub driver: Driver,
-    /// What x counts, and its name on an axis and in a table header.
-    pub axis: Axis,
+    /// What x counts is [`Experiment::axis`]; its name on an axis and in a table header:
     pub x_name: &'static str,
     /// What its table shows (the y), and its unit.
     pub y_name: &'static str,
@@ -86,6 +54,10 @@ pub struct Facts {
     /// Models (and peers) run more than once, once per variant (the lesson of the
     /// experiment); other models run once, as they are.
     pub variants: &'static [(&'static Contender, &'static [Variant])],
+    /// Its charts, each with the sentence under it.
+    pub charts: &'static [ChartSpec],
+    /// Its tables beside the main one (the main one is drawn from `y`).
+    pub tables: &'static [fn(&Run) -> String],
 }
 
 /// One way to run a model or peer in an experiment: its server arguments, and the
@@ -118,7 +90,6 @@ pub const EXPERIMENTS: &[Facts] = &[
         name: "idle",
         title: "Idle connections: a few busy connections beside 0 … N idle ones",
         driver: Driver::LoadGenerator,
-        axis: Axis::Idle,
         x_name: "idle connections",
         y_name: "requests per second (2xx)",
         y: Point::rps,
@@ -140,13 +111,14 @@ pub const EXPERIMENTS: &[Facts] = &[
                 ],
             ),
         ],
+        charts: idle::CHARTS,
+        tables: idle::TABLES,
     },
     Facts {
         experiment: Experiment::Active,
         name: "active",
         title: "Active connections: every connection busy, none idle",
         driver: Driver::LoadGenerator,
-        axis: Axis::Connections,
         x_name: "active connections",
         y_name: "requests per second (2xx)",
         y: Point::rps,
@@ -155,13 +127,14 @@ pub const EXPERIMENTS: &[Facts] = &[
         route: None,
         peers: true,
         variants: &[],
+        charts: active::CHARTS,
+        tables: &[],
     },
     Facts {
         experiment: Experiment::Churn,
         name: "churn",
         title: "Connection churn: HTTP/1.0, a new connection per request",
         driver: Driver::LoadGenerator,
-        axis: Axis::Connections,
         x_name: "connections",
         y_name: "connections per second (one request each)",
         y: Point::rps,
@@ -170,13 +143,14 @@ pub const EXPERIMENTS: &[Facts] = &[
         route: None,
         peers: true,
         variants: &[],
+        charts: churn::CHARTS,
+        tables: &[],
     },
     Facts {
         experiment: Experiment::Blocking,
         name: "blocking",
         title: "Blocking work in the handler",
         driver: Driver::LoadGenerator,
-        axis: Axis::Connections,
         x_name: "connections",
         y_name: "requests per second (2xx)",
         y: Point::rps,
@@ -207,13 +181,14 @@ pub const EXPERIMENTS: &[Facts] = &[
                 ],
             ),
         ],
+        charts: blocking::CHARTS,
+        tables: &[],
     },
     Facts {
         experiment: Experiment::WaitCost,
         name: "wait-cost",
         title: "The cost of one wait call (after Kerrisk)",
         driver: Driver::WaitCalls,
-        axis: Axis::Descriptors,
         x_name: "descriptors watched",
         y_name: "ns per wait",
         y: |p| p.ns_per_wait,
@@ -222,13 +197,14 @@ pub const EXPERIMENTS: &[Facts] = &[
         route: None,
         peers: false,
         variants: &[],
+        charts: wait_cost::CHARTS,
+        tables: wait_cost::TABLES,
     },
     Facts {
         experiment: Experiment::Slowloris,
         name: "slowloris",
         title: "Slow clients: connections that trickle a header, beside fresh clients",
         driver: Driver::SlowClients,
-        axis: Axis::SlowConnections,
         x_name: "slow connections",
         y_name: "% of slow connections no longer held after 4 s (header timeout 2 s)",
         y: |p| p.slowloris.as_ref().map(|s| s.gone_pct()),
@@ -241,6 +217,8 @@ pub const EXPERIMENTS: &[Facts] = &[
             &roster::THREAD_POOL,
             &[Variant::args(&[]), Variant::args(&["--buffer-headers"])],
         )],
+        charts: slowloris::CHARTS,
+        tables: slowloris::TABLES,
     },
 ];
 
@@ -265,6 +243,13 @@ impl Experiment {
     pub fn all() -> impl Iterator<Item = Experiment> {
         EXPERIMENTS.iter().map(|f| f.experiment)
     }
+}
+
+/// Every chart of every experiment, in order, with the name of its x.
+pub fn charts() -> impl Iterator<Item = (&'static ChartSpec, &'static str)> {
+    EXPERIMENTS
+        .iter()
+        .flat_map(|f| f.charts.iter().map(move |c| (c, f.x_name)))
 }
 
 impl std::fmt::Display for Experiment {
