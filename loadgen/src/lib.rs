@@ -8,7 +8,9 @@
 //! - [`schedule`]: the open loop's clock (latency from the intended send time).
 //! - [`response`]: answers framed (HTTP, by Content-Length) or checked (echo), sans-IO.
 //! - [`window`]: the measured window, the one place that says whether an instant counts.
-//! - [`report`]: per-thread tallies, merged into the report (summary and JSON).
+//! - [`tally`]: per-thread counts, merged exactly (across processes too).
+//! - [`report`]: the merged tally as the JSON report carries it.
+//! - [`summary`]: the report as a person reads it.
 //! - [`run`]: the whole run: limits, threads, ramp, common start, merge.
 //! - [`processes`]: the same run split over several processes, each under its own
 //!   descriptor limit, merged exactly.
@@ -20,6 +22,8 @@ pub mod processes;
 pub mod report;
 pub mod response;
 pub mod schedule;
+pub mod summary;
+pub mod tally;
 pub mod window;
 
 use std::sync::atomic::Ordering::Relaxed;
@@ -28,7 +32,8 @@ use std::time::{Duration, Instant};
 use window::Window;
 
 pub use config::{parse_source_addrs, Config, Proto};
-pub use report::{ErrorClass, Report, Tally};
+pub use report::Report;
+pub use tally::{ErrorClass, Tally};
 
 use engine::{Plan, Shared, Start};
 

@@ -28,7 +28,8 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use crate::config::Config;
-use crate::report::{Report, Tally};
+use crate::report::Report;
+use crate::tally::Tally;
 use crate::window::Window;
 use crate::{limits, Progress};
 
