@@ -41,7 +41,7 @@ pub struct Config {
     /// Threads of each process.
     pub threads: usize,
     /// Processes, each with its own descriptor limit and its share of the connections
-    /// and of the rate ([`crate::processes`]); 1: this process alone.
+    /// and of the rate, split by the `processes` part; 1: this process alone.
     #[serde(default = "one", skip_serializing_if = "is_one")]
     pub processes: usize,
     /// New connections per second while ramping up.

@@ -2,226 +2,46 @@
 //!
 //! # Layout
 //!
+//! In the order a run's data flows through them:
+//!
 //! - [`config`]: every option of a run, checked before any socket is opened.
-//! - [`limits`]: descriptors and ephemeral ports, raised or explained.
-//! - [`engine`]: one epoll loop per thread over thousands of non-blocking connections.
+//! - [`limits`]: descriptors and ephemeral ports, raised or explained before the first
+//!   connect.
 //! - [`schedule`]: the open loop's clock (latency from the intended send time).
+//! - [`engine`]: one epoll loop per thread over thousands of non-blocking connections;
+//!   its `events` (connects completing, answers arriving and counted) and its `failures`
+//!   (broken connections, failed connects, timeouts, reconnects).
 //! - [`response`]: answers framed (HTTP, by Content-Length) or checked (echo), sans-IO.
 //! - [`window`]: the measured window, the one place that says whether an instant counts.
-//! - [`report`]: per-thread tallies, merged into the report (summary and JSON).
-//! - [`run`]: the whole run: limits, threads, ramp, common start, merge.
+//! - [`tally`]: what each thread counted, merged exactly (across processes too).
+//! - [`report`]: the merged tally as the JSON report carries it.
+//! - [`summary`]: the report as a person reads it.
+//! - [`threads`]: the whole run of one process ([`run`]): limits, threads, ramp, common
+//!   start, merge.
 //! - [`processes`]: the same run split over several processes, each under its own
 //!   descriptor limit, merged exactly.
+//! - [`progress`]: what the caller hears while a run goes on, and its word at the gate.
+//!
+//! Imports point one way: a part uses only parts of a lower layer than its own, so no
+//! circle can form. (1) `config`, `limits`, `schedule`, `response`, `window` and
+//! `progress` use no other part; (2) `tally`; (3) `engine`, `report`; (4) `threads`,
+//! `summary`; (5) `processes`.
 
 pub mod config;
 pub mod engine;
 pub mod limits;
 pub mod processes;
+pub mod progress;
 pub mod report;
 pub mod response;
 pub mod schedule;
+pub mod summary;
+pub mod tally;
+pub mod threads;
 pub mod window;
 
-use std::sync::atomic::Ordering::Relaxed;
-use std::time::{Duration, Instant};
-
-use window::Window;
-
 pub use config::{parse_source_addrs, Config, Proto};
-pub use report::{ErrorClass, Report, Tally};
-
-use engine::{Plan, Shared, Start};
-
-/// What the caller wants to hear while a run goes on.
-pub trait Progress: Sync {
-    /// Ramping up: `established` of `total` connections.
-    fn ramp(&self, established: u64, failed: u64, total: u64);
-    /// The ramp is over; `ready`: every connection is open. Answer whether to start (a
-    /// worker process asks its parent here, so that every process starts together).
-    fn gate(&self, ready: bool) -> bool {
-        ready
-    }
-    /// The warm-up begins now.
-    fn started(&self) {}
-    /// Running: `elapsed` since the start (warm-up included), answers and errors so far.
-    fn running(&self, elapsed: Duration, completed: u64, errors: u64);
-    /// The measured window opens (warm-up is over): a caller snapshots the server here.
-    fn window_opened(&self) {}
-    /// The measured window has closed; threads are finishing.
-    fn window_closed(&self) {}
-    fn done(&self);
-}
-
-/// Say nothing.
-pub struct Quiet;
-
-impl Progress for Quiet {
-    fn ramp(&self, _: u64, _: u64, _: u64) {}
-    fn running(&self, _: Duration, _: u64, _: u64) {}
-    fn done(&self) {}
-}
-
-/// Run the load described by `config`; `Err` says why it could not run or could not
-/// reach what was asked.
-pub fn run(config: &Config, progress: &dyn Progress) -> Result<Report, String> {
-    let (tally, measured) = run_tally(config, progress)?;
-    let report = Report::new(
-        config,
-        &tally,
-        measured,
-        peak_rss_kb(),
-        lanes(config.threads),
-    );
-    Ok(report)
-}
-
-/// How many of `threads` can run at once here: no more than the CPUs this process may use.
-pub fn lanes(threads: usize) -> usize {
-    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-    threads.min(cpus).max(1)
-}
-
-/// [`run`], up to the merged tally of its threads and the time it measured.
-pub fn run_tally(config: &Config, progress: &dyn Progress) -> Result<(Tally, Duration), String> {
-    config.check()?;
-    if config.processes > 1 {
-        return Err("a run of several processes is processes::run's".into());
-    }
-    let total = config.connections + config.idle;
-    limits::ensure_fds(total)?;
-    limits::check_ports(total, config.source_addrs.len(), limits::ephemeral_ports())?;
-
-    let threads = config.threads;
-    let plans: Vec<Plan> = (0..threads)
-        .map(|t| {
-            let share = |n: usize| n / threads + usize::from(t < n % threads);
-            let before = |n: usize| {
-                (0..t)
-                    .map(|u| n / threads + usize::from(u < n % threads))
-                    .sum::<usize>()
-            };
-            Plan {
-                idle: share(config.idle),
-                active: share(config.connections),
-                first_active: before(config.connections),
-                first_conn: before(config.idle) + before(config.connections),
-                connect_rate: config.connect_rate / threads as f64,
-            }
-        })
-        .collect();
-    let shared = Shared::default();
-
-    let (tallies, measured) = std::thread::scope(|scope| {
-        let handles: Vec<_> = plans
-            .iter()
-            .enumerate()
-            .map(|(i, plan)| {
-                let shared = &shared;
-                std::thread::Builder::new()
-                    .name(format!("load-{i}"))
-                    .spawn_scoped(scope, move || engine::run(config, plan, shared))
-                    .expect("spawn a load thread")
-            })
-            .collect();
-        // The ramp: wait for every thread to have opened (or failed) its connections.
-        let everyone_ready = loop {
-            let ready = shared.ready.load(Relaxed) as usize;
-            progress.ramp(
-                shared.established.load(Relaxed),
-                shared.connect_failed.load(Relaxed),
-                total as u64,
-            );
-            if ready == threads {
-                break true;
-            }
-            if handles.iter().any(|h| h.is_finished()) {
-                break false; // a thread failed before it was ready
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        };
-        let established = shared.established.load(Relaxed) as usize;
-        let go = progress.gate(everyone_ready && established >= total);
-        let start = Instant::now() + Duration::from_millis(10);
-        *shared.start.lock().unwrap() = if go { Start::At(start) } else { Start::Abort };
-        shared.go.notify_all();
-        if go {
-            progress.started();
-            let window = Window::after(start, config.warmup, config.duration);
-            let (opens, end) = (window.from, window.end);
-            let mut opened = false;
-            // The threads stop at `end` by their own clocks: one may finish just before
-            // this loop sees `end`, so the window is closed after the loop, whichever
-            // way it ends.
-            while !handles.iter().any(|h| h.is_finished()) {
-                let now = Instant::now();
-                if !opened && now >= opens {
-                    progress.window_opened();
-                    opened = true;
-                }
-                if now >= end {
-                    break;
-                }
-                progress.running(
-                    start.elapsed(),
-                    shared.completed.load(Relaxed),
-                    shared.errors.load(Relaxed),
-                );
-                // Wake at the window's edges exactly, to tell the caller on time.
-                let next = now + Duration::from_millis(200);
-                let next = if opened {
-                    next.min(end)
-                } else {
-                    next.min(opens)
-                };
-                std::thread::sleep(next.saturating_duration_since(Instant::now()));
-            }
-            if opened {
-                progress.window_closed();
-            }
-        }
-        shared.release_threads();
-        let tallies: Vec<_> = handles.into_iter().map(|h| h.join()).collect();
-        (tallies, go.then_some(config.duration))
-    });
-    progress.done();
-
-    let mut tally = Tally::default();
-    for result in tallies {
-        match result {
-            Ok(Ok(t)) => tally.merge(&t),
-            Ok(Err(e)) => return Err(format!("a load thread failed: {e}")),
-            Err(_) => return Err("a load thread panicked".into()),
-        }
-    }
-    let Some(measured) = measured else {
-        let errors: Vec<String> = ErrorClass::ALL
-            .iter()
-            .filter(|&&c| tally.errors[c as usize] > 0)
-            .map(|&c| format!("{} {}", c.name(), tally.errors[c as usize]))
-            .collect();
-        return Err(format!(
-            "established {} of {} connections ({}); nothing was measured: is the server \
-             up, and is its backlog (and net.core.somaxconn) deep enough for --connect-rate?",
-            tally.active_established + tally.idle_established,
-            total,
-            if errors.is_empty() {
-                "no errors".into()
-            } else {
-                errors.join(", ")
-            }
-        ));
-    };
-    Ok((tally, measured))
-}
-
-/// This process's peak resident memory, from /proc.
-pub fn peak_rss_kb() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        })
-        .unwrap_or(0)
-}
+pub use progress::{Progress, Quiet};
+pub use report::Report;
+pub use tally::{ErrorClass, Tally};
+pub use threads::{lanes, peak_rss_kb, run, run_tally};

@@ -28,9 +28,12 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use crate::config::Config;
-use crate::report::{Report, Tally};
+use crate::limits;
+use crate::progress::Progress;
+use crate::report::Report;
+use crate::tally::Tally;
+use crate::threads;
 use crate::window::Window;
-use crate::{limits, Progress};
 
 /// How to start one worker process: `program args…`, which must call [`worker`] with its
 /// stdin and stdout (`iomodels load-worker`), under any prefix that runs a command
@@ -253,7 +256,7 @@ impl Heard {
 }
 
 /// Run `config` over `config.processes` worker processes started by `launcher`, and
-/// merge their counts into one report, as [`crate::run`] merges its threads'.
+/// merge their counts into one report, as [`threads::run`] merges its threads'.
 pub fn run(
     config: &Config,
     launcher: &Launcher,
@@ -348,7 +351,7 @@ pub fn run(
         &tally,
         config.duration,
         rss_kb,
-        crate::lanes(lanes),
+        threads::lanes(lanes),
     ))
 }
 
@@ -364,11 +367,11 @@ pub fn worker() -> Result<(), String> {
     let parent = Parent {
         out: Mutex::new(io::stdout()),
     };
-    match crate::run_tally(&config, &parent) {
+    match threads::run_tally(&config, &parent) {
         Ok((tally, _)) => parent.say(&Said::Done {
             tally: Box::new(tally),
-            rss_kb: crate::peak_rss_kb(),
-            lanes: crate::lanes(config.threads),
+            rss_kb: threads::peak_rss_kb(),
+            lanes: threads::lanes(config.threads),
         }),
         Err(why) => parent.say(&Said::Failed(why)),
     }

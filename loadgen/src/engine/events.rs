@@ -8,8 +8,8 @@ use std::time::Instant;
 use nix::sys::epoll::{EpollEvent, EpollFlags};
 
 use super::{classify, untoken, Req, Role, Worker, TIMER};
-use crate::report::{micros, Answered, ErrorClass};
 use crate::response::{Answer, Read as Parsed};
+use crate::tally::{micros, Answered, ErrorClass};
 
 impl Worker<'_> {
     pub(super) fn event(&mut self, event: &EpollEvent, now: Instant) {

@@ -5,7 +5,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::Instant;
 
 use super::{Role, Worker, HOUSEKEEPING};
-use crate::report::ErrorClass;
+use crate::tally::ErrorClass;
 
 impl Worker<'_> {
     /// The connection broke: its in-flight requests fail with `class`, and an active

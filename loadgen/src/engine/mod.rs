@@ -26,9 +26,9 @@ mod events;
 mod failures;
 
 use crate::config::{Config, Proto};
-use crate::report::{ErrorClass, Tally};
 use crate::response::{echo_byte, Reader};
 use crate::schedule::Schedule;
+use crate::tally::{ErrorClass, Tally};
 use crate::window::Window;
 
 /// What the threads share: progress for the display, and the common start.
