@@ -11,10 +11,11 @@ use similar::TextDiff;
 
 use iomodels_servers::{self as servers, MODELS};
 
+use crate::charts::ChartSpec;
 use crate::experiments::Experiment;
 use crate::myths::MYTHS;
 use crate::results::Run;
-use crate::{charts, report, roster, timeline};
+use crate::{charts, experiments, report, roster, timeline};
 
 /// Where the generated pages go, under the repository root.
 pub const GENERATED: &str = "book/src/generated";
@@ -65,17 +66,30 @@ fn merged_runs(root: &Path, prefix: &str) -> Result<Run, String> {
     merged.ok_or_else(|| format!("no run for {prefix} in {}", dir.display()))
 }
 
+/// The generated files, by path under the repository root.
+type Files = BTreeMap<PathBuf, Vec<u8>>;
+
 /// Every generated file: its path under the repository root, and its bytes.
-pub fn generate(root: &Path) -> Result<BTreeMap<PathBuf, Vec<u8>>, String> {
+pub fn generate(root: &Path) -> Result<Files, String> {
     let out = Path::new(GENERATED);
     let mut files = BTreeMap::new();
+    diffs(root, out, &mut files)?;
+    files.insert(out.join("models-table.md"), models_table().into_bytes());
+    let run = Run::load(&root.join(REFERENCE))?;
+    let drawn = charts_and_sentences(root, out, &run, &mut files)?;
+    pages(out, &run, &drawn, &mut files);
+    networks(root, out, &mut files)?;
+    timelines(root, out, &mut files)?;
+    Ok(files)
+}
+
+/// Each model against its neighbour: `NEIGHBOUR--MODEL.diff`, in the models' own
+/// spelling.
+fn diffs(root: &Path, out: &Path, files: &mut Files) -> Result<(), String> {
     let read = |path: &Path| {
         std::fs::read_to_string(root.join(path))
             .map_err(|e| format!("cannot read {}: {e}", path.display()))
     };
-
-    // Each model against its neighbour: `NEIGHBOUR--MODEL.diff`, in the models' own
-    // spelling.
     let models = Path::new("servers/src/models");
     for model in MODELS {
         let Some(neighbour) = model.neighbour.and_then(servers::model) else {
@@ -94,10 +108,18 @@ pub fn generate(root: &Path) -> Result<BTreeMap<PathBuf, Vec<u8>>, String> {
             diff.into_bytes(),
         );
     }
-    files.insert(out.join("models-table.md"), models_table().into_bytes());
+    Ok(())
+}
 
+/// The reference run's charts, and the sentence under each, alone; returns which
+/// charts there are.
+fn charts_and_sentences(
+    root: &Path,
+    out: &Path,
+    run: &Run,
+    files: &mut Files,
+) -> Result<Vec<&'static ChartSpec>, String> {
     let reference = root.join(REFERENCE);
-    let run = Run::load(&reference)?;
     // The charts are the committed ones, byte for byte; drawing them again (into a
     // scratch folder) only says which there are and what they are called.
     static CALLS: AtomicUsize = AtomicUsize::new(0);
@@ -107,7 +129,7 @@ pub fn generate(root: &Path) -> Result<BTreeMap<PathBuf, Vec<u8>>, String> {
         CALLS.fetch_add(1, Relaxed)
     ));
     std::fs::create_dir_all(&scratch).map_err(|e| e.to_string())?;
-    let drawn = charts::draw_all(&run, &scratch, crate::experiments::charts());
+    let drawn = charts::draw_all(run, &scratch, experiments::charts());
     let _ = std::fs::remove_dir_all(&scratch);
     let drawn = drawn?;
     for chart in &drawn {
@@ -120,39 +142,50 @@ pub fn generate(root: &Path) -> Result<BTreeMap<PathBuf, Vec<u8>>, String> {
         })?;
         files.insert(out.join("charts").join(chart.file), svg);
         // What the chart shows, alone, for the chapters that show it.
-        let sentence = (chart.sentence)(&run) + "\n";
+        let sentence = (chart.sentence)(run) + "\n";
         let name = chart.file.trim_end_matches(".svg");
         files.insert(
             out.join("sentences").join(format!("{name}.md")),
             sentence.into_bytes(),
         );
     }
+    Ok(drawn)
+}
 
-    // Pages included by chapters in book/src, so the charts are one folder down.
-    files.insert(
-        out.join("machine.md"),
-        report::machine_md(&run).into_bytes(),
-    );
+/// Pages included by chapters in book/src (so the charts are one folder down): the
+/// machine, each experiment's section and table, the myths' figures, each model
+/// chapter's results.
+fn pages(out: &Path, run: &Run, drawn: &[&ChartSpec], files: &mut Files) {
+    files.insert(out.join("machine.md"), report::machine_md(run).into_bytes());
     for experiment in Experiment::all() {
-        let md = report::section(&run, &drawn, experiment, "generated/charts/");
+        let md = report::section(run, drawn, experiment, "generated/charts/");
         files.insert(
             out.join("experiments").join(format!("{experiment}.md")),
             md.into_bytes(),
         );
         files.insert(
             out.join("tables").join(format!("{experiment}.md")),
-            report::table(&run, experiment).into_bytes(),
+            report::table(run, experiment).into_bytes(),
         );
     }
     // The figures the myths page answers each claim with.
     for myth in MYTHS {
-        let sentence = (myth.figures)(&run) + "\n";
+        let sentence = (myth.figures)(run) + "\n";
         files.insert(
             out.join("myths").join(format!("{}.md", myth.key)),
             sentence.into_bytes(),
         );
     }
-    // The comparison of networks: the runs of each merged into one.
+    for chapter in roster::chapters() {
+        files.insert(
+            out.join("models").join(format!("{}.md", chapter.name)),
+            report::model_md(run, chapter.chapter).into_bytes(),
+        );
+    }
+}
+
+/// The comparison of networks: the runs of each merged into one.
+fn networks(root: &Path, out: &Path, files: &mut Files) -> Result<(), String> {
     let merged = |columns: &[(&'static str, &'static str)]| {
         columns
             .iter()
@@ -167,8 +200,11 @@ pub fn generate(root: &Path) -> Result<BTreeMap<PathBuf, Vec<u8>>, String> {
         out.join("one-connection.md"),
         report::one_connection_md(&merged(ONE_CONNECTION)?).into_bytes(),
     );
+    Ok(())
+}
 
-    // The timelines, drawn from the recorded traces.
+/// The timelines, drawn from the recorded traces.
+fn timelines(root: &Path, out: &Path, files: &mut Files) -> Result<(), String> {
     let traces = root.join(timeline::TRACES);
     let names = MODELS
         .iter()
@@ -181,13 +217,7 @@ pub fn generate(root: &Path) -> Result<BTreeMap<PathBuf, Vec<u8>>, String> {
             timeline::svg(&trace).into_bytes(),
         );
     }
-    for chapter in roster::chapters() {
-        files.insert(
-            out.join("models").join(format!("{}.md", chapter.name)),
-            report::model_md(&run, chapter.chapter).into_bytes(),
-        );
-    }
-    Ok(files)
+    Ok(())
 }
 
 /// The table of model chapters: each model, its file, and the neighbour it is diffed

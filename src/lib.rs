@@ -1,15 +1,27 @@
-//! The iomodels suite: run the experiments (`bench`), keep what they measured
-//! (`results`), and turn it into charts and a report (`charts`, `report`).
+//! The iomodels suite: who runs, what is run, what it measured, and what a reader sees
+//! of it.
 //!
 //! # Layout
 //!
-//! - [`bench`]: servers as pinned child processes, the load generator in this process,
-//!   the wait-cost loop, peers (nginx, Tornado) and the wrk cross-check.
-//! - [`experiments`]: the experiments, one table of facts per experiment.
-//! - [`results`]: the run.json schema, read back by everything else.
-//! - [`charts`]: SVG charts (plotters), one table of chart specs, one colour per model.
-//! - [`report`]: REPORT.md and the terminal table, generated from run.json.
-//! - [`book`]: the book's generated pages (model diffs, the reference run's results).
+//! In the order data flows through them:
+//!
+//! - [`roster`]: who can run, one row each: our models, the peers (nginx, Tornado), the
+//!   engineer's own `--server`s, the wait calls; how each starts, its colour, its
+//!   chapter. Everything else asks it.
+//! - [`experiments`]: the experiments, one row of facts each: its variants, its driver,
+//!   and its figures (charts, their captions, its tables), each experiment in a file of
+//!   its own; [`experiments::kind`] is the vocabulary of the run file.
+//! - [`bench`]: the rig (pinning, descriptor limit, network, quota, remote host), the
+//!   jobs, one point measured, the run saved; servers as pinned child processes, the
+//!   load generator in this process, the wrk cross-check.
+//! - [`results`]: the run.json schema, read back by everything after it.
+//! - [`series`]: a run's points as series ([`series::SeriesKey`]: who, arguments,
+//!   route), the median of repeats at each x.
+//! - [`charts`]: SVG charts (plotters); it only draws what an experiment's chart says.
+//! - [`report`]: REPORT.md and the terminal table, walking the experiments' figures.
+//! - [`book`]: the book's generated pages (model diffs, the reference run's results,
+//!   the myths' figures from [`myths`], the timelines from [`timeline`]).
+//! - [`words`]: numbers as the report, the charts and the book write them.
 
 pub mod bench;
 pub mod book;
