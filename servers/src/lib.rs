@@ -2,17 +2,27 @@
 //!
 //! # Layout
 //!
+//! In the order a connection meets them:
+//!
+//! - [`listen`]: the listening socket (in [`server`]).
+//! - [`accept`]: accept4 with the EMFILE trap handled (a spare descriptor), and
+//!   admission at the cap: the longest-idle keep-alive connection makes room, or a 503.
+//! - [`conn`]: the connection every model shares: socket, bounded buffers, handler.
 //! - [`handler`]: THE request handler, sans-IO: bytes in, bytes out (echo and HTTP/1.x).
-//! - [`conn`]: the connection every model shares: socket, bounded buffers, handler;
-//!   and accept with the EMFILE trap handled.
-//! - [`stats`]: the counters every model keeps the same way.
-//! - [`server`]: what every model is handed: [`Config`], [`Server`], [`ServeFn`], [`listen`].
-//! - [`timers`]: the shared deadline structure: header and idle timeouts, and which
-//!   connection has been idle longest.
+//! - [`timers`]: the shared deadline structure, by token: header and idle timeouts,
+//!   the nearest deadline, and which connection has been idle longest.
+//! - [`stats`] and [`trace`]: the counters every model keeps the same way, and the
+//!   recording of a loop for the book's timelines.
+//! - [`server`]: what every model is handed: [`Config`], [`Server`], [`ServeFn`].
 //! - [`models`]: one file per I/O model, each showing its whole loop.
 //! - [`MODELS`]: the table of models that the CLI, the tests and the suite iterate over.
 //! - [`run`]: listen, install the signal handling, run a model, print its counters.
+//!
+//! Imports go one way, so that each file reads without those after it: `handler`,
+//! `trace`, `stats`, `server`, `timers`, `conn`, `accept`; then `models`,
+//! then this file.
 
+pub mod accept;
 pub mod conn;
 pub mod handler;
 pub mod models;

@@ -20,10 +20,11 @@ use std::time::Instant;
 use nix::errno::Errno;
 use nix::poll::{poll, PollFd, PollFlags};
 
-use crate::conn::{Acceptor, Conn, Interest};
+use crate::accept::{close_longest_idle, Acceptor};
+use crate::conn::{close_expired, Conn, Interest};
 use crate::server::Server;
 use crate::stats::Stats;
-use crate::timers::{close_expired, close_longest_idle, Timers};
+use crate::timers::Timers;
 
 // ANCHOR: state
 /// One ready descriptor, as found by the scan.
@@ -105,7 +106,7 @@ pub fn serve(listener: TcpListener, server: &Arc<Server>) -> io::Result<()> {
             if conn.is_done() {
                 close(&mut conns, &mut timers, event.token, &server.stats);
             } else {
-                timers.watch(event.token as usize, conn, now);
+                timers.watch(event.token as usize, conn.clock(), now);
             }
         }
         // Then the deadlines: close every connection whose time ran out.
@@ -131,7 +132,7 @@ fn accept(
         let Some(conn) = newcomer.admit(make_room, stats) else {
             continue;
         };
-        timers.watch(conn.fd() as usize, &conn, now);
+        timers.watch(conn.fd() as usize, conn.clock(), now);
         conns.insert(conn.fd(), conn);
     }
 }

@@ -37,7 +37,8 @@ use nix::errno::Errno;
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 use nix::sys::eventfd::{EfdFlags, EventFd};
 
-use crate::conn::{run_work, Acceptor, Conn, Interest};
+use crate::accept::Acceptor;
+use crate::conn::{run_work, Conn, Interest};
 use crate::handler::Work;
 use crate::server::{Server, Waits};
 use crate::stats::Stats;
@@ -656,7 +657,7 @@ fn settle(ioloop: &mut IoLoop<App>, app: &mut App, fd: RawFd) {
         conn.close(&app.server.stats);
         return;
     }
-    app.timers.watch(fd as usize, conn, ioloop.time());
+    app.timers.watch(fd as usize, conn.clock(), ioloop.time());
     let interest = conn.interest();
     if interest != conn.registered {
         let mut events = EpollFlags::empty();

@@ -20,10 +20,11 @@ use nix::errno::Errno;
 use nix::sys::select::{select, FdSet, FD_SETSIZE};
 use nix::sys::time::{TimeVal, TimeValLike};
 
-use crate::conn::{Acceptor, Conn};
+use crate::accept::{close_longest_idle, Acceptor};
+use crate::conn::{close_expired, Conn};
 use crate::server::Server;
 use crate::stats::Stats;
-use crate::timers::{close_expired, close_longest_idle, Timers};
+use crate::timers::Timers;
 
 // ANCHOR: state
 /// One ready descriptor, as found by the scan.
@@ -124,7 +125,7 @@ pub fn serve(listener: TcpListener, server: &Arc<Server>) -> io::Result<()> {
             if conn.is_done() {
                 close(&mut conns, &mut timers, event.token, &server.stats);
             } else {
-                timers.watch(event.token as usize, conn, now);
+                timers.watch(event.token as usize, conn.clock(), now);
             }
         }
         // Then the deadlines: close every connection whose time ran out.
@@ -164,7 +165,7 @@ fn accept(
             conn.refuse(stats);
             continue;
         }
-        timers.watch(conn.fd() as usize, &conn, now);
+        timers.watch(conn.fd() as usize, conn.clock(), now);
         conns.insert(conn.fd(), conn);
     }
 }
