@@ -14,16 +14,20 @@
 //! - [`stats`] and [`trace`]: the counters every model keeps the same way, and the
 //!   recording of a loop for the book's timelines.
 //! - [`server`]: what every model is handed: [`Config`], [`Server`], [`ServeFn`].
+//! - [`executor`] and [`coroutine`]: the reactor's two executors, for blocking work
+//!   (a pool of threads) and for `async fn`s (polled on the loop, no runtime crate).
 //! - [`models`]: one file per I/O model, each showing its whole loop.
 //! - [`MODELS`]: the table of models that the CLI, the tests and the suite iterate over.
 //! - [`run`]: listen, install the signal handling, run a model, print its counters.
 //!
 //! Imports go one way, so that each file reads without those after it: `handler`,
-//! `trace`, `stats`, `server`, `timers`, `conn`, `accept`; then `models`,
+//! `trace`, `stats`, `server`, `timers`, `conn`, `accept`, `executor`, `coroutine`; then `models`,
 //! then this file.
 
 pub mod accept;
 pub mod conn;
+pub mod coroutine;
+pub mod executor;
 pub mod handler;
 pub mod models;
 pub mod server;
