@@ -108,12 +108,13 @@ pub fn serve(listener: TcpListener, server: &Arc<Server>) -> io::Result<()> {
 
         // ANCHOR: dispatch
         for event in &events {
-            if event.token == listener.as_raw_fd() {
+            let token = event.token;
+            if token == listener.as_raw_fd() {
                 let (conns, timers) = (&mut conns, &mut timers);
                 accept(&listener, &mut acceptor, conns, timers, server);
                 continue;
             }
-            let Some(conn) = conns.get_mut(&event.token) else {
+            let Some(conn) = conns.get_mut(&token) else {
                 continue; // the waker: the loop's condition sees the stop
             };
             if event.readable {
@@ -123,9 +124,9 @@ pub fn serve(listener: TcpListener, server: &Arc<Server>) -> io::Result<()> {
                 writable(conn, server);
             }
             if conn.is_done() {
-                close(&mut conns, &mut timers, event.token, &server.stats);
+                close(&mut conns, &mut timers, token, &server.stats);
             } else {
-                timers.watch(event.token as usize, conn.clock(), now);
+                timers.watch(token as usize, conn.clock(), now);
             }
         }
         // Then the deadlines: close every connection whose time ran out.
