@@ -65,6 +65,20 @@ impl Newcomer {
     }
 }
 
+/// For the models that keep their connections by descriptor: close the longest-idle
+/// keep-alive connection, so that a newcomer may come in; false if none is idle.
+pub fn close_longest_idle(
+    conns: &mut HashMap<RawFd, Conn>,
+    timers: &mut Timers,
+    stats: &Stats,
+) -> bool {
+    let Some(token) = timers.longest_idle() else {
+        return false;
+    };
+    close_evicted(conns, token, Evicted::Overload, stats);
+    true
+}
+
 /// accept4(2) with the trap of EMFILE handled.
 ///
 /// When the process is out of descriptors, accept fails with EMFILE but the connection
@@ -228,18 +242,4 @@ impl Iterator for Incoming<'_> {
             }
         }
     }
-}
-
-/// For the models that keep their connections by descriptor: close the longest-idle
-/// keep-alive connection, so that a newcomer may come in; false if none is idle.
-pub fn close_longest_idle(
-    conns: &mut HashMap<RawFd, Conn>,
-    timers: &mut Timers,
-    stats: &Stats,
-) -> bool {
-    let Some(token) = timers.longest_idle() else {
-        return false;
-    };
-    close_evicted(conns, token, Evicted::Overload, stats);
-    true
 }

@@ -4,6 +4,9 @@
 //!
 //! The same code serves blocking sockets (the `blocking` model) and non-blocking ones
 //! (every other model): on a blocking socket `WouldBlock` simply never happens.
+//!
+//! The timers say which connections ran out of time, by token; for the models that keep
+//! their connections by descriptor, [`close_expired`] closes them.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
