@@ -4,23 +4,23 @@
 //!
 //! The same code serves blocking sockets (the `blocking` model) and non-blocking ones
 //! (every other model): on a blocking socket `WouldBlock` simply never happens.
+//!
+//! The timers say which connections ran out of time, by token; for the models that keep
+//! their connections by descriptor, [`close_expired`] closes them.
 
 use std::cell::RefCell;
-use std::fs::File;
+use std::collections::HashMap;
 use std::io::{self, Write};
-use std::net::{Shutdown, TcpListener, TcpStream};
-use std::os::fd::{AsRawFd, FromRawFd, RawFd};
-use std::sync::RwLock;
+use std::net::{Shutdown, TcpStream};
+use std::os::fd::{AsRawFd, RawFd};
 use std::time::Instant;
 
-use nix::errno::Errno;
-use nix::sys::socket::{accept4, recv, MsgFlags, SockFlag};
+use nix::sys::socket::{recv, MsgFlags};
 
 use crate::handler::{request_timeout, service_unavailable, Handler, Proto, Step, Work};
-use crate::server::Server;
 use crate::stats::Stats;
-use crate::timers::{Evicted, Timeout};
-use crate::trace::{self, What};
+use crate::timers::{Clock, Evicted, Timeout, Timers};
+use crate::trace::What;
 
 /// A connection holds at most this much unconsumed input. When it is full (the handler
 /// stopped consuming because the client does not read its answers), the connection stops
@@ -183,6 +183,14 @@ impl Conn {
         self.served
     }
 
+    /// What [`Timers::watch`] needs to know: the clock, and the answers so far.
+    pub fn clock(&self) -> Clock {
+        Clock {
+            on: self.timeout(),
+            served: self.served,
+        }
+    }
+
     /// The server ends this connection: its clock ran out, or a newcomer needs its
     /// room. Counted by cause; a request cut short by the header timeout is answered 408
     /// first (one write: nothing else is pending). The model then closes it as any
@@ -196,7 +204,7 @@ impl Conn {
         Stats::add(counter, 1);
         stats.trace(|| What::Expired {
             fd: self.fd(),
-            why: trace::why(why),
+            why: why.name().into(),
         });
         if why == Evicted::HeaderTimeout && !self.input.is_empty() {
             stats.write_call();
@@ -453,212 +461,24 @@ pub fn run_work(work: Work) {
     }
 }
 
-/// What [`Acceptor::accept`] found.
-enum Accepted {
-    Conn(Conn),
-    /// accept failed with EMFILE or ENFILE: the connection is still queued.
-    OutOfDescriptors,
-    /// A connection was taken off the queue and closed at once (out of descriptors).
-    Refused,
-    /// No connection is waiting.
-    WouldBlock,
-}
-
-/// A connection off the listen queue, as [`Acceptor::incoming`] gives it.
-pub enum Newcomer {
-    /// There is room for it.
-    Room(Conn),
-    /// Past `--max-connections` (the connection, accepted), or out of descriptors
-    /// (None: still queued). Room is made by closing the longest-idle keep-alive
-    /// connection; see [`Newcomer::admit`].
-    Crowded(Option<Conn>),
-}
-
-impl Newcomer {
-    /// The connection to serve. A crowded one first asks `make_room` to close the
-    /// longest-idle connection (it returns false when none is idle): with room made, the
-    /// accepted newcomer is served (a queued one is accepted on the next call into its
-    /// descriptor); with none, an accepted newcomer is answered 503 and closed, and a
-    /// queued one is turned away by the next call ([`Acceptor`]'s spare descriptor).
-    pub fn admit(self, make_room: impl FnOnce() -> bool, stats: &Stats) -> Option<Conn> {
-        match self {
-            Newcomer::Room(conn) => Some(conn),
-            Newcomer::Crowded(newcomer) => {
-                let room = make_room();
-                match newcomer {
-                    Some(conn) if room => Some(conn),
-                    Some(conn) => {
-                        conn.refuse(stats);
-                        None
-                    }
-                    None => None,
-                }
-            }
-        }
+/// For the models that keep their connections by descriptor: close every connection
+/// whose time ran out by `now` (a 408 first where a header was cut short).
+pub fn close_expired(
+    conns: &mut HashMap<RawFd, Conn>,
+    timers: &mut Timers,
+    now: Instant,
+    stats: &Stats,
+) {
+    while let Some((token, why)) = timers.expired(now) {
+        close_evicted(conns, token, why, stats);
     }
 }
 
-/// accept4(2) with the trap of EMFILE handled.
-///
-/// When the process is out of descriptors, accept fails with EMFILE but the connection
-/// stays queued, so the listener stays readable and a level-triggered loop spins. The
-/// cure (from libev and nginx): keep one spare descriptor open; on EMFILE close it, accept
-/// the connection, close that at once, and open the spare again.
-///
-/// Descriptors belong to the process, not the thread: where several loops accept
-/// (`epoll-mt`), another loop's accept could take the slot the spare just freed and
-/// leave this one without a spare for good. So a shed runs alone ([`SHEDDING`]).
-pub struct Acceptor {
-    flags: SockFlag,
-    spare: Option<File>,
-    warned: bool,
-    warned_cap: bool,
-}
-
-/// Accepts share it (read), a shed takes it whole (write): while a spare is closed, no
-/// other accept in the process can take its slot.
-static SHEDDING: RwLock<()> = RwLock::new(());
-
-impl Acceptor {
-    pub fn new(nonblocking: bool) -> io::Result<Acceptor> {
-        let mut flags = SockFlag::SOCK_CLOEXEC;
-        if nonblocking {
-            flags |= SockFlag::SOCK_NONBLOCK;
-        }
-        Ok(Acceptor {
-            flags,
-            spare: Some(File::open("/dev/null")?),
-            warned: false,
-            warned_cap: false,
-        })
-    }
-
-    /// Say once that the cap is reached.
-    pub fn at_cap(&mut self, cap: usize) {
-        if !self.warned_cap {
-            eprintln!(
-                "iomodels: {cap} connections open, the cap (--max-connections): each \
-                 newcomer closes the longest-idle connection, or gets a 503 if none is idle"
-            );
-            self.warned_cap = true;
-        }
-    }
-
-    fn accept(&mut self, listener: &TcpListener, proto: Proto, stats: &Stats) -> Accepted {
-        loop {
-            let accepted = {
-                let _shared = SHEDDING.read().unwrap_or_else(|e| e.into_inner());
-                accept4(listener.as_raw_fd(), self.flags)
-            };
-            stats.other_calls(1);
-            match accepted {
-                Ok(fd) => {
-                    // SAFETY: accept4 just returned this descriptor; nothing else owns it.
-                    let stream = unsafe { TcpStream::from_raw_fd(fd) };
-                    let _ = stream.set_nodelay(true);
-                    stats.other_calls(1);
-                    Stats::add(&stats.accepted, 1);
-                    stats.trace(|| What::Accept { fd });
-                    return Accepted::Conn(Conn::new(stream, proto));
-                }
-                Err(Errno::EAGAIN) => return Accepted::WouldBlock,
-                // The client gave up while queued, or a signal came: try the next one.
-                Err(Errno::EINTR | Errno::ECONNABORTED | Errno::EPROTO) => continue,
-                Err(Errno::EMFILE | Errno::ENFILE) => return Accepted::OutOfDescriptors,
-                Err(e) => {
-                    eprintln!("iomodels: accept failed: {e}; retrying on the next wake-up");
-                    return Accepted::WouldBlock;
-                }
-            }
-        }
-    }
-
-    /// Every connection waiting on the listen queue, until accept would block: the loop
-    /// a model runs when its listener is readable. Out of descriptors, it says so once
-    /// ([`Newcomer::Crowded`]`(None)`); if accept fails again, the newcomer is turned away
-    /// with the spare descriptor, counted, and skipped.
-    pub fn incoming<'a>(
-        &'a mut self,
-        listener: &'a TcpListener,
-        server: &'a Server,
-    ) -> Incoming<'a> {
-        Incoming {
-            acceptor: self,
-            listener,
-            server,
-            starved: false,
-        }
-    }
-
-    fn shed(&mut self, listener: &TcpListener, stats: &Stats) -> Accepted {
-        if !self.warned {
-            eprintln!(
-                "iomodels: out of file descriptors (EMFILE): refusing new connections \
-                 until some close; raise `ulimit -n` to serve more"
-            );
-            self.warned = true;
-        }
-        let _alone = SHEDDING.write().unwrap_or_else(|e| e.into_inner());
-        // Close the spare, accept, close that, open the spare again.
-        stats.other_calls(4);
-        self.spare = None;
-        let refused = match accept4(listener.as_raw_fd(), self.flags) {
-            Ok(fd) => {
-                // SAFETY: accept4 just returned this descriptor; dropping closes it.
-                drop(unsafe { TcpStream::from_raw_fd(fd) });
-                Stats::add(&stats.accepted, 1);
-                Stats::add(&stats.refused, 1);
-                Stats::add(&stats.closed, 1);
-                Accepted::Refused
-            }
-            // Nothing queued any more (or the spare was already gone).
-            Err(_) => Accepted::WouldBlock,
-        };
-        // Only now, with the refused connection closed, is there a slot for the spare.
-        self.spare = File::open("/dev/null").ok();
-        refused
-    }
-}
-
-/// The connections waiting on a listener: see [`Acceptor::incoming`].
-pub struct Incoming<'a> {
-    acceptor: &'a mut Acceptor,
-    listener: &'a TcpListener,
-    server: &'a Server,
-    /// EMFILE was reported and room was to be made: a second EMFILE sheds.
-    starved: bool,
-}
-
-impl Iterator for Incoming<'_> {
-    type Item = Newcomer;
-
-    fn next(&mut self) -> Option<Newcomer> {
-        let Server { config, stats, .. } = self.server;
-        loop {
-            match self.acceptor.accept(self.listener, config.proto, stats) {
-                Accepted::Conn(conn) => {
-                    self.starved = false;
-                    // Counted as accepted already: past the cap when open exceeds it.
-                    if stats.open() > config.max_connections as u64 {
-                        self.acceptor.at_cap(config.max_connections);
-                        return Some(Newcomer::Crowded(Some(conn)));
-                    }
-                    return Some(Newcomer::Room(conn));
-                }
-                Accepted::OutOfDescriptors if !self.starved => {
-                    self.starved = true;
-                    return Some(Newcomer::Crowded(None));
-                }
-                Accepted::OutOfDescriptors => {
-                    self.starved = false;
-                    match self.acceptor.shed(self.listener, stats) {
-                        Accepted::WouldBlock => return None,
-                        _ => continue,
-                    }
-                }
-                Accepted::Refused => continue,
-                Accepted::WouldBlock => return None,
-            }
-        }
+/// For the models that keep their connections by descriptor: end the connection of
+/// `token`, if it is still open ([`Conn::evict`]), and close it.
+pub fn close_evicted(conns: &mut HashMap<RawFd, Conn>, token: usize, why: Evicted, stats: &Stats) {
+    if let Some(mut conn) = conns.remove(&(token as RawFd)) {
+        conn.evict(why, stats);
+        conn.close(stats);
     }
 }

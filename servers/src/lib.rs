@@ -2,18 +2,32 @@
 //!
 //! # Layout
 //!
+//! In the order a connection meets them:
+//!
+//! - [`listen`]: the listening socket (in [`server`]).
+//! - [`accept`]: accept4 with the EMFILE trap handled (a spare descriptor), and
+//!   admission at the cap: the longest-idle keep-alive connection makes room, or a 503.
+//! - [`conn`]: the connection every model shares: socket, bounded buffers, handler.
 //! - [`handler`]: THE request handler, sans-IO: bytes in, bytes out (echo and HTTP/1.x).
-//! - [`conn`]: the connection every model shares: socket, bounded buffers, handler;
-//!   and accept with the EMFILE trap handled.
-//! - [`stats`]: the counters every model keeps the same way.
-//! - [`server`]: what every model is handed: [`Config`], [`Server`], [`ServeFn`], [`listen`].
-//! - [`timers`]: the shared deadline structure: header and idle timeouts, and which
-//!   connection has been idle longest.
+//! - [`timers`]: the shared deadline structure, by token: header and idle timeouts,
+//!   the nearest deadline, and which connection has been idle longest.
+//! - [`stats`] and [`trace`]: the counters every model keeps the same way, and the
+//!   recording of a loop for the book's timelines.
+//! - [`server`]: what every model is handed: [`Config`], [`Server`], [`ServeFn`].
+//! - [`executor`] and [`coroutine`]: the reactor's two executors, for blocking work
+//!   (a pool of threads) and for `async fn`s (polled on the loop, no runtime crate).
 //! - [`models`]: one file per I/O model, each showing its whole loop.
 //! - [`MODELS`]: the table of models that the CLI, the tests and the suite iterate over.
 //! - [`run`]: listen, install the signal handling, run a model, print its counters.
+//!
+//! Imports go one way, so that each file reads without those after it: `handler`,
+//! `trace`, `stats`, `server`, `timers`, `conn`, `accept`, `executor`, `coroutine`;
+//! then `models`, then this file (a test below holds them to it).
 
+pub mod accept;
 pub mod conn;
+pub mod coroutine;
+pub mod executor;
 pub mod handler;
 pub mod models;
 pub mod server;
@@ -305,4 +319,76 @@ fn print_snapshot(snapshot: &Snapshot) {
     let mut out = io::stdout().lock();
     let _ = writeln!(out, "{line}");
     let _ = out.flush();
+}
+
+#[cfg(test)]
+mod tests {
+    /// This crate's files, each after every file it uses (`models/*.rs` as one).
+    const LAYERS: [&str; 11] = [
+        "handler",
+        "trace",
+        "stats",
+        "server",
+        "timers",
+        "conn",
+        "accept",
+        "executor",
+        "coroutine",
+        "models",
+        "lib",
+    ];
+
+    /// The modules `text` names as `crate::NAME`, tests aside.
+    fn uses(text: &str) -> Vec<&str> {
+        let code = text.split("#[cfg(test)]").next().unwrap_or(text);
+        code.match_indices("crate::")
+            .map(|(at, found)| {
+                let rest = &code[at + found.len()..];
+                let end = rest
+                    .find(|c: char| !(c.is_alphanumeric() || c == '_'))
+                    .unwrap_or(rest.len());
+                &rest[..end]
+            })
+            .collect()
+    }
+
+    #[test]
+    fn no_file_uses_one_above_it() {
+        let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let mut files = Vec::new();
+        for dir in [src.clone(), src.join("models")] {
+            for entry in std::fs::read_dir(&dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.extension().is_some_and(|e| e == "rs") {
+                    files.push(path);
+                }
+            }
+        }
+        let layer = |name: &str| LAYERS.iter().position(|&l| l == name);
+        for path in &files {
+            let name = if path.parent().unwrap().ends_with("models") {
+                "models"
+            } else {
+                path.file_stem().unwrap().to_str().unwrap()
+            };
+            let own = layer(name).unwrap_or_else(|| panic!("{name}.rs is not in LAYERS"));
+            let text = std::fs::read_to_string(path).unwrap();
+            for used in uses(&text) {
+                let Some(theirs) = layer(used) else {
+                    continue; // an item of lib.rs: `crate::Stats`
+                };
+                assert!(
+                    theirs < own || used == name,
+                    "{} uses crate::{used}, which comes after it in LAYERS: an import circle \
+                     in the making",
+                    path.display()
+                );
+            }
+        }
+        assert!(
+            files.len() > LAYERS.len(),
+            "only {} files found",
+            files.len()
+        );
+    }
 }

@@ -1,7 +1,7 @@
 //! The shared deadline structure: when each connection's time runs out, kept without
 //! ever scanning every connection.
 //!
-//! A connection waits on at most one clock at a time ([`Conn::timeout`]):
+//! A connection waits on at most one clock at a time (`Conn::timeout`):
 //!
 //! - **header**: a request has begun (or the connection is new) and its header is not
 //!   complete. The clock starts at the first byte and is *not* restarted by the bytes
@@ -24,15 +24,11 @@
 //! An event loop uses it in two lines: its wait's timeout is [`Timers::timeout`] (redis's
 //! `aeSearchNearestTimer`), and after the wait it closes what [`Timers::expired`] gives.
 
-use std::collections::HashMap;
-use std::os::fd::RawFd;
 use std::time::{Duration, Instant};
 
 use nix::poll::PollTimeout;
 
-use crate::conn::Conn;
 use crate::server::Config;
-use crate::stats::Stats;
 
 /// The clock a connection waits on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -53,6 +49,25 @@ pub enum Evicted {
     IdleTimeout,
     /// Closed silently, to admit a newcomer at `--max-connections` or at EMFILE.
     Overload,
+}
+
+impl Evicted {
+    /// How it is said (in a trace).
+    pub fn name(self) -> &'static str {
+        match self {
+            Evicted::HeaderTimeout => "header timeout",
+            Evicted::IdleTimeout => "idle timeout",
+            Evicted::Overload => "overload",
+        }
+    }
+}
+
+/// What a connection's state says of its time (`Conn::clock`): the clock it waits on,
+/// and the answers it has given.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Clock {
+    pub on: Option<Timeout>,
+    pub served: u64,
 }
 
 const NIL: usize = usize::MAX;
@@ -104,12 +119,11 @@ impl Timers {
     /// Put `token` on the clock its connection's state calls for, as of `now`: started
     /// if it was on none or the other, restarted if the connection answered a request
     /// since, left alone otherwise. O(1).
-    pub fn watch(&mut self, token: usize, conn: &Conn, now: Instant) {
-        self.set(token, conn.timeout(), conn.served(), now);
+    pub fn watch(&mut self, token: usize, clock: Clock, now: Instant) {
+        self.set(token, clock.on, clock.served, now);
     }
 
-    /// [`Timers::watch`] with the connection's state given: the clock it waits on, and
-    /// the answers it has given.
+    /// [`Timers::watch`] with the clock's parts given.
     pub fn set(&mut self, token: usize, want: Option<Timeout>, served: u64, now: Instant) {
         if token >= self.nodes.len() {
             let blank = Node {
@@ -329,37 +343,4 @@ mod tests {
         assert_eq!(t.timeout(now), Some(Duration::from_millis(1)));
         assert_eq!(t.timeout(at(t0, 11)), Some(Duration::ZERO));
     }
-}
-
-/// For the models that keep their connections by descriptor: close every connection
-/// whose time ran out by `now` (a 408 first where a header was cut short).
-pub fn close_expired(
-    conns: &mut HashMap<RawFd, Conn>,
-    timers: &mut Timers,
-    now: Instant,
-    stats: &Stats,
-) {
-    while let Some((token, why)) = timers.expired(now) {
-        if let Some(mut conn) = conns.remove(&(token as RawFd)) {
-            conn.evict(why, stats);
-            conn.close(stats);
-        }
-    }
-}
-
-/// For the models that keep their connections by descriptor: close the longest-idle
-/// keep-alive connection, so that a newcomer may come in; false if none is idle.
-pub fn close_longest_idle(
-    conns: &mut HashMap<RawFd, Conn>,
-    timers: &mut Timers,
-    stats: &Stats,
-) -> bool {
-    let Some(token) = timers.longest_idle() else {
-        return false;
-    };
-    if let Some(mut conn) = conns.remove(&(token as RawFd)) {
-        conn.evict(Evicted::Overload, stats);
-        conn.close(stats);
-    }
-    true
 }

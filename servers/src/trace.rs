@@ -12,8 +12,6 @@ use nix::time::{clock_gettime, ClockId};
 
 use serde::{Deserialize, Serialize};
 
-use crate::timers::Evicted;
-
 /// One thing a model did, when, and on which thread.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Event {
@@ -150,14 +148,4 @@ impl Tracer {
             .unwrap_or_else(|e| e.into_inner())
             .clone()
     }
-}
-
-/// How an eviction is said in a trace.
-pub fn why(evicted: Evicted) -> String {
-    match evicted {
-        Evicted::HeaderTimeout => "header timeout",
-        Evicted::IdleTimeout => "idle timeout",
-        Evicted::Overload => "overload",
-    }
-    .to_string()
 }

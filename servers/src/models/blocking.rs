@@ -24,7 +24,8 @@ use nix::errno::Errno;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::socket::{shutdown, Shutdown};
 
-use crate::conn::{Acceptor, Conn, Io};
+use crate::accept::Acceptor;
+use crate::conn::{Conn, Io};
 use crate::server::Server;
 use crate::stats::Stats;
 use crate::timers::{Timeout, Timers};
@@ -142,7 +143,7 @@ fn serve_conn(mut conn: Conn, server: &Server, idle: &Idle) {
             writable(&mut conn, stats);
         } else if conn.wants_read() {
             let now = Instant::now();
-            clock.watch(0, &conn, now);
+            clock.watch(0, conn.clock(), now);
             let left = clock.timeout(now);
             if left.is_some_and(|left| left.is_zero()) {
                 expire(&mut conn, &mut clock, stats);
@@ -181,7 +182,7 @@ fn readable_while_idle(conn: &mut Conn, idle: &Idle, now: Instant, stats: &Stats
     if between {
         idle.lock()
             .unwrap_or_else(|e| e.into_inner())
-            .watch(fd, conn, now);
+            .watch(fd, conn.clock(), now);
     }
     stats.wait_begins("read");
     stats.turned(1, 1);

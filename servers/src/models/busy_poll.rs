@@ -17,10 +17,11 @@ use std::os::fd::RawFd;
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::conn::{Acceptor, Conn, Io};
+use crate::accept::{close_longest_idle, Acceptor};
+use crate::conn::{close_expired, Conn, Io};
 use crate::server::Server;
 use crate::stats::Stats;
-use crate::timers::{close_expired, close_longest_idle, Timers};
+use crate::timers::Timers;
 
 // ANCHOR: state
 // No state but the connections: there is no wait, so no events to keep between turns.
@@ -54,7 +55,7 @@ pub fn serve(listener: TcpListener, server: &Arc<Server>) -> io::Result<()> {
             if conn.is_done() {
                 done.push(token);
             } else {
-                timers.watch(token as usize, conn, now);
+                timers.watch(token as usize, conn.clock(), now);
             }
         }
         server.stats.turned(conns.len() + 1, found);
@@ -85,7 +86,7 @@ fn accept(
         let Some(conn) = newcomer.admit(make_room, stats) else {
             continue;
         };
-        timers.watch(conn.fd() as usize, &conn, now);
+        timers.watch(conn.fd() as usize, conn.clock(), now);
         conns.insert(conn.fd(), conn);
     }
 }

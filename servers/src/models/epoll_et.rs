@@ -21,10 +21,11 @@ use std::time::Instant;
 use nix::errno::Errno;
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags};
 
-use crate::conn::{Acceptor, Conn, Interest, Io};
+use crate::accept::{close_longest_idle, Acceptor};
+use crate::conn::{close_expired, Conn, Interest, Io};
 use crate::server::{EtDrain, Server};
 use crate::stats::Stats;
-use crate::timers::{close_expired, close_longest_idle, Timers};
+use crate::timers::Timers;
 
 // ANCHOR: state
 /// How many ready descriptors one epoll_wait may return.
@@ -115,7 +116,7 @@ pub fn run(setup: Loop, server: &Arc<Server>) -> io::Result<()> {
             if conn.is_done() {
                 close(&mut conns, &mut timers, token, &server.stats);
             } else {
-                timers.watch(token as usize, conn, now);
+                timers.watch(token as usize, conn.clock(), now);
             }
         }
         // Then the deadlines: close every connection whose time ran out.
@@ -152,7 +153,7 @@ fn accept(
             continue;
         }
         conn.registered = Interest::READ_WRITE;
-        timers.watch(conn.fd() as usize, &conn, now);
+        timers.watch(conn.fd() as usize, conn.clock(), now);
         conns.insert(conn.fd(), conn);
     }
 }

@@ -33,7 +33,8 @@ use std::time::Instant;
 use io_uring::types::BufRingEntry;
 use io_uring::{cqueue, opcode, squeue, types, IoUring};
 
-use crate::conn::{Acceptor, Conn};
+use crate::accept::Acceptor;
+use crate::conn::Conn;
 use crate::server::{Server, UringMode};
 use crate::stats::Stats;
 use crate::timers::{Evicted, Timers};
@@ -412,7 +413,7 @@ impl Uring {
         if pushed.is_err() {
             slot.conn.broke();
         }
-        timers.watch(id, &slot.conn, *now);
+        timers.watch(id, slot.conn.clock(), *now);
     }
 
     /// Close every connection whose time ran out (a 408 where a header was cut short).

@@ -20,10 +20,11 @@ use std::time::Instant;
 use nix::errno::Errno;
 use nix::poll::{poll, PollFd, PollFlags};
 
-use crate::conn::{Acceptor, Conn, Interest};
+use crate::accept::{close_longest_idle, Acceptor};
+use crate::conn::{close_expired, Conn, Interest};
 use crate::server::Server;
 use crate::stats::Stats;
-use crate::timers::{close_expired, close_longest_idle, Timers};
+use crate::timers::Timers;
 
 // ANCHOR: state
 /// One ready descriptor, as found by the scan.
@@ -88,12 +89,13 @@ pub fn serve(listener: TcpListener, server: &Arc<Server>) -> io::Result<()> {
 
         // ANCHOR: dispatch
         for event in &events {
-            if event.token == listener.as_raw_fd() {
+            let token = event.token;
+            if token == listener.as_raw_fd() {
                 let (conns, timers) = (&mut conns, &mut timers);
                 accept(&listener, &mut acceptor, conns, timers, server);
                 continue;
             }
-            let Some(conn) = conns.get_mut(&event.token) else {
+            let Some(conn) = conns.get_mut(&token) else {
                 continue; // the waker: the loop's condition sees the stop
             };
             if event.readable {
@@ -103,9 +105,9 @@ pub fn serve(listener: TcpListener, server: &Arc<Server>) -> io::Result<()> {
                 writable(conn, server);
             }
             if conn.is_done() {
-                close(&mut conns, &mut timers, event.token, &server.stats);
+                close(&mut conns, &mut timers, token, &server.stats);
             } else {
-                timers.watch(event.token as usize, conn, now);
+                timers.watch(token as usize, conn.clock(), now);
             }
         }
         // Then the deadlines: close every connection whose time ran out.
@@ -131,7 +133,7 @@ fn accept(
         let Some(conn) = newcomer.admit(make_room, stats) else {
             continue;
         };
-        timers.watch(conn.fd() as usize, &conn, now);
+        timers.watch(conn.fd() as usize, conn.clock(), now);
         conns.insert(conn.fd(), conn);
     }
 }

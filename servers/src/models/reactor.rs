@@ -17,27 +17,24 @@
 //!   waker so that other threads may `add_callback` too (tornado/ioloop.py).
 // ANCHOR_END: header
 
-use std::cell::RefCell;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::future::Future;
 use std::io;
 use std::net::TcpListener;
 use std::os::fd::{AsFd, AsRawFd, RawFd};
-use std::pin::Pin;
-use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Mutex};
-use std::task::{self, Context, Poll, Wake};
-use std::thread::{self, ThreadId};
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 use nix::sys::eventfd::{EfdFlags, EventFd};
 
-use crate::conn::{run_work, Acceptor, Conn, Interest};
+use crate::accept::Acceptor;
+use crate::conn::{run_work, Conn, Interest};
+use crate::coroutine::{Coroutines, Sleep};
+use crate::executor::Executor;
 use crate::handler::Work;
 use crate::server::{Server, Waits};
 use crate::stats::Stats;
@@ -52,8 +49,6 @@ pub type Handler<S> = fn(&mut IoLoop<S>, &mut S, RawFd, EpollFlags);
 pub type Callback<S> = Box<dyn FnOnce(&mut IoLoop<S>, &mut S)>;
 /// A callback handed over by another thread.
 pub type RemoteCallback<S> = Box<dyn FnOnce(&mut IoLoop<S>, &mut S) + Send>;
-/// A coroutine the loop drives: a future whose result is a callback for the loop.
-type Task<S> = Pin<Box<dyn Future<Output = Callback<S>>>>;
 
 /// Tornado's IOLoop: handlers per descriptor, a callback queue, a timer heap, a waker.
 pub struct IoLoop<S> {
@@ -64,14 +59,8 @@ pub struct IoLoop<S> {
     timers: BinaryHeap<Reverse<(Instant, u64)>>,
     timer_callbacks: HashMap<u64, Callback<S>>,
     next_timer: u64,
-    /// The coroutines not yet finished, and those whose wakers were woken since they
-    /// were last polled (woken from any thread, so behind a lock).
-    tasks: HashMap<u64, Task<S>>,
-    next_task: u64,
-    woken: Arc<Mutex<Vec<u64>>>,
-    /// Timers the coroutines' sleeps asked for while being polled: each becomes a
-    /// `call_at` that wakes its task.
-    sleeps: Rc<RefCell<Vec<(Instant, task::Waker)>>>,
+    /// The coroutines it drives, each ending in a callback for the loop.
+    coroutines: Coroutines<Callback<S>>,
     waker: Arc<Waker<S>>,
     /// When this turn's wait returned: Tornado's `IOLoop.time()`, read once a turn.
     now: Instant,
@@ -148,6 +137,17 @@ impl<S: 'static> IoLoop<S> {
         let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?;
         let fd = EventFd::from_flags(EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)?;
         epoll.add(&fd, EpollEvent::new(EpollFlags::EPOLLIN, WAKER))?;
+        let waker = Arc::new(Waker {
+            fd,
+            queue: Mutex::new(Vec::new()),
+            writes: AtomicU64::new(0),
+        });
+        // A coroutine woken on another thread wakes the loop as `add_callback` does.
+        let eventfd = Arc::clone(&waker);
+        let coroutines = Coroutines::new(move || {
+            eventfd.writes.fetch_add(1, Relaxed);
+            let _ = eventfd.fd.write(1);
+        });
         Ok(IoLoop {
             epoll,
             handlers: HashMap::new(),
@@ -155,15 +155,8 @@ impl<S: 'static> IoLoop<S> {
             timers: BinaryHeap::new(),
             timer_callbacks: HashMap::new(),
             next_timer: 0,
-            tasks: HashMap::new(),
-            next_task: 0,
-            woken: Arc::new(Mutex::new(Vec::new())),
-            sleeps: Rc::new(RefCell::new(Vec::new())),
-            waker: Arc::new(Waker {
-                fd,
-                queue: Mutex::new(Vec::new()),
-                writes: AtomicU64::new(0),
-            }),
+            coroutines,
+            waker,
             now: Instant::now(),
             stopped: false,
             ctl_calls: 0,
@@ -275,7 +268,7 @@ impl<S: 'static> IoLoop<S> {
             // wait would return just before it and spin), not at all if callbacks or
             // coroutines are waiting, and with no timer, until a descriptor or the
             // waker is ready.
-            let woken = !self.woken.lock().unwrap().is_empty();
+            let woken = self.coroutines.any_woken();
             let timeout = if !self.callbacks.is_empty() || woken || self.stopped {
                 EpollTimeout::ZERO
             } else {
@@ -331,101 +324,36 @@ impl<S: 'static> IoLoop<S> {
         coroutine: impl Future<Output = T> + 'static,
         done: impl FnOnce(&mut IoLoop<S>, &mut S, T) + 'static,
     ) {
-        let id = self.next_task;
-        self.next_task += 1;
-        let task = async move {
+        self.coroutines.spawn(async move {
             let result = coroutine.await;
             Box::new(move |ioloop: &mut IoLoop<S>, state: &mut S| done(ioloop, state, result))
                 as Callback<S>
-        };
-        self.tasks.insert(id, Box::pin(task));
-        self.woken.lock().unwrap().push(id);
+        });
     }
 
     /// `asyncio.sleep(delay)`: a future ready `delay` after this turn began, which asks
     /// this loop for a timer when it is polled.
     pub fn sleep(&self, delay: Duration) -> Sleep {
-        Sleep {
-            when: self.now + delay,
-            sleeps: Rc::clone(&self.sleeps),
-        }
+        self.coroutines.sleep(self.now + delay)
     }
 
     /// Poll every woken coroutine once: each runs until an `.await` that is not ready
     /// (it returns `Pending`, having left its waker with whatever will be ready), or
     /// to its end (then the loop calls its `done`).
     fn step_tasks(&mut self, state: &mut S) {
-        let woken = std::mem::take(&mut *self.woken.lock().unwrap());
-        for id in woken {
-            // A task woken twice, or woken after it finished, has nothing more to do.
-            let Some(mut task) = self.tasks.remove(&id) else {
-                continue;
-            };
-            let waker = task::Waker::from(Arc::new(TaskWaker {
-                id,
-                woken: Arc::clone(&self.woken),
-                thread: thread::current().id(),
-                eventfd: Arc::clone(&self.waker),
-            }));
-            match task.as_mut().poll(&mut Context::from_waker(&waker)) {
-                Poll::Ready(done) => done(self, state),
-                Poll::Pending => {
-                    self.tasks.insert(id, task);
-                }
+        for id in self.coroutines.woken() {
+            if let Some(done) = self.coroutines.poll(id) {
+                done(self, state);
             }
         }
         // The sleeps just polled want timers; a timer wakes its task, and the next
         // turn polls it again.
-        let asked: Vec<_> = self.sleeps.borrow_mut().drain(..).collect();
-        for (when, waker) in asked {
+        for (when, waker) in self.coroutines.sleeps() {
             self.call_at(when, move |_, _| waker.wake());
         }
     }
     // ANCHOR_END: coroutines
 }
-
-// ANCHOR: sleep
-/// What a coroutine awaits to wait without a thread: ready once `when` has passed.
-pub struct Sleep {
-    when: Instant,
-    sleeps: Rc<RefCell<Vec<(Instant, task::Waker)>>>,
-}
-
-impl Future for Sleep {
-    type Output = ();
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        if Instant::now() >= self.when {
-            return Poll::Ready(());
-        }
-        // Not yet: leave the waker with the loop, which sets a timer to wake it.
-        self.sleeps
-            .borrow_mut()
-            .push((self.when, cx.waker().clone()));
-        Poll::Pending
-    }
-}
-
-/// A coroutine's waker: it puts the task back on the loop's list to poll. From another
-/// thread it also writes the loop's eventfd, as `add_callback` does, or the loop
-/// would not see it until something else woke it.
-struct TaskWaker<S> {
-    id: u64,
-    woken: Arc<Mutex<Vec<u64>>>,
-    thread: ThreadId,
-    eventfd: Arc<Waker<S>>,
-}
-
-impl<S: 'static> Wake for TaskWaker<S> {
-    fn wake(self: Arc<Self>) {
-        self.woken.lock().unwrap().push(self.id);
-        if thread::current().id() != self.thread {
-            self.eventfd.writes.fetch_add(1, Relaxed);
-            let _ = self.eventfd.fd.write(1);
-        }
-    }
-}
-// ANCHOR_END: sleep
 
 // ANCHOR: waker
 impl<S> LoopHandle<S> {
@@ -438,45 +366,6 @@ impl<S> LoopHandle<S> {
     }
 }
 // ANCHOR_END: waker
-
-// ANCHOR: executor
-/// A piece of blocking work and what to do after it.
-type Job = Box<dyn FnOnce() + Send>;
-
-/// A fixed pool of threads for blocking work (Python's ThreadPoolExecutor).
-pub struct Executor {
-    jobs: Sender<Job>,
-}
-
-impl Executor {
-    pub fn new(threads: usize, server: &Arc<Server>) -> io::Result<Executor> {
-        let (jobs, queue) = mpsc::channel::<Job>();
-        let queue = Arc::new(Mutex::new(queue));
-        for i in 0..threads {
-            let queue: Arc<Mutex<Receiver<Job>>> = Arc::clone(&queue);
-            let server = Arc::clone(server);
-            thread::Builder::new()
-                .name(format!("executor-{i}"))
-                .spawn(move || {
-                    server.stats.thread_started();
-                    loop {
-                        let job = queue.lock().unwrap().recv();
-                        match job {
-                            Ok(job) => job(),
-                            Err(_) => break, // the loop is gone
-                        }
-                    }
-                    server.stats.thread_ended();
-                })?;
-        }
-        Ok(Executor { jobs })
-    }
-
-    fn submit(&self, job: impl FnOnce() + Send + 'static) {
-        let _ = self.jobs.send(Box::new(job));
-    }
-}
-// ANCHOR_END: executor
 
 // ANCHOR: accept
 /// The listener's handler: take every waiting connection, and give each a handler.
@@ -656,7 +545,7 @@ fn settle(ioloop: &mut IoLoop<App>, app: &mut App, fd: RawFd) {
         conn.close(&app.server.stats);
         return;
     }
-    app.timers.watch(fd as usize, conn, ioloop.time());
+    app.timers.watch(fd as usize, conn.clock(), ioloop.time());
     let interest = conn.interest();
     if interest != conn.registered {
         let mut events = EpollFlags::empty();

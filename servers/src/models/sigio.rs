@@ -26,10 +26,11 @@ use nix::sys::signal::{SigSet, Signal};
 use nix::sys::time::TimeSpec;
 use nix::unistd::{gettid, Pid};
 
-use crate::conn::{Acceptor, Conn, Io};
+use crate::accept::{close_longest_idle, Acceptor};
+use crate::conn::{close_expired, Conn, Io};
 use crate::server::Server;
 use crate::stats::Stats;
-use crate::timers::{close_expired, close_longest_idle, Timers};
+use crate::timers::Timers;
 
 // ANCHOR: state
 /// <asm-generic/fcntl.h>: the libc crate does not name these for glibc.
@@ -124,7 +125,7 @@ pub fn serve(listener: TcpListener, server: &Arc<Server>) -> io::Result<()> {
                 if conn.is_done() {
                     close(&mut conns, &mut timers, fd, &server.stats);
                 } else {
-                    timers.watch(fd as usize, conn, now);
+                    timers.watch(fd as usize, conn.clock(), now);
                 }
             }
             // (The waker's signal: the loop's condition sees the stop. A signal for a
@@ -154,7 +155,7 @@ pub fn serve(listener: TcpListener, server: &Arc<Server>) -> io::Result<()> {
                 if conn.is_done() {
                     done.push(fd);
                 } else {
-                    timers.watch(fd as usize, conn, now);
+                    timers.watch(fd as usize, conn.clock(), now);
                 }
             }
             for fd in done {
@@ -198,7 +199,7 @@ fn accept(
         if conn.is_done() {
             conn.close(stats);
         } else {
-            timers.watch(conn.fd() as usize, &conn, now);
+            timers.watch(conn.fd() as usize, conn.clock(), now);
             conns.insert(conn.fd(), conn);
         }
     }

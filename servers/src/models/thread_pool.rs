@@ -29,10 +29,11 @@ use std::time::Instant;
 use nix::errno::Errno;
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags};
 
-use crate::conn::{run_work, Acceptor, Conn, Interest, Io};
+use crate::accept::{close_longest_idle, Acceptor};
+use crate::conn::{close_expired, run_work, Conn, Interest, Io};
 use crate::server::{Server, Waker};
 use crate::stats::Stats;
-use crate::timers::{close_expired, close_longest_idle, Timeout, Timers};
+use crate::timers::{Timeout, Timers};
 
 // ANCHOR: state
 /// Workers when `--threads` is not given.
@@ -231,8 +232,8 @@ fn park(pool: &Pool, mut conn: Conn, stats: &Stats) {
         return;
     }
     conn.registered = Interest::READ;
-    let before = parked.timers.nearest();
-    parked.timers.watch(fd as usize, &conn, Instant::now());
+    let (before, now) = (parked.timers.nearest(), Instant::now());
+    parked.timers.watch(fd as usize, conn.clock(), now);
     parked.conns.insert(fd, conn);
     // The main thread sleeps until the nearest deadline it knew of: wake it if this
     // one comes sooner.
@@ -297,7 +298,7 @@ fn serve_request(pool: &Pool, mut conn: Conn, server: &Server) {
             // first finds data (epoll said so); a later one waits for the rest of the
             // request, no longer than what is left of its header's time.
             let now = Instant::now();
-            clock.watch(0, &conn, now);
+            clock.watch(0, conn.clock(), now);
             if has_read {
                 match clock.timeout(now) {
                     Some(left) if left.is_zero() => {
