@@ -12,6 +12,7 @@ pub mod machine;
 pub mod network;
 pub mod peers;
 pub mod plan;
+pub mod procfs;
 pub mod quota;
 pub mod remote;
 pub mod slowloris;
@@ -32,10 +33,11 @@ use crate::experiments::{Axis, Driver, Experiment, Variant};
 use crate::results::{
     CrossCheck, Limit, Point, Run, ServerMetrics, ServerTimeouts, Settings, SCHEMA_VERSION,
 };
-use child::{ProcSample, Server};
+use child::Server;
 use network::Network;
 use plan::Plan;
 pub use plan::{Overrides, Profile};
+use procfs::ProcSample;
 use quota::CpuQuota;
 use remote::Remote;
 
