@@ -4,6 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::bench::measure;
 use crate::results::Point;
 
 /// An experiment, spelled in kebab-case everywhere: the CLI, `"experiment"` in
@@ -34,16 +35,9 @@ pub enum Experiment {
     Slowloris,
 }
 
-/// What drives an experiment's servers.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Driver {
-    /// Our load generator: busy and idle connections, measured throughput.
-    LoadGenerator,
-    /// No server: the wait calls themselves, timed (`bench/wait_cost.rs`).
-    WaitCalls,
-    /// Slow clients trickling headers beside a few fresh ones (`bench/slowloris.rs`).
-    SlowClients,
-}
+/// How an experiment measures one of its points: the function its row names
+/// (`bench/measure.rs`).
+pub use crate::bench::measure::Driver;
 
 /// What the x of an experiment counts, and so which field of a point holds it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -116,7 +110,7 @@ pub const EXPERIMENTS: &[Facts] = &[
         experiment: Experiment::Idle,
         name: "idle",
         title: "Idle connections: a few busy connections beside 0 … N idle ones",
-        driver: Driver::LoadGenerator,
+        driver: measure::load_generator,
         axis: Axis::Idle,
         x_name: "idle connections",
         y_name: "requests per second (2xx)",
@@ -144,7 +138,7 @@ pub const EXPERIMENTS: &[Facts] = &[
         experiment: Experiment::Active,
         name: "active",
         title: "Active connections: every connection busy, none idle",
-        driver: Driver::LoadGenerator,
+        driver: measure::load_generator,
         axis: Axis::Connections,
         x_name: "active connections",
         y_name: "requests per second (2xx)",
@@ -159,7 +153,7 @@ pub const EXPERIMENTS: &[Facts] = &[
         experiment: Experiment::Churn,
         name: "churn",
         title: "Connection churn: HTTP/1.0, a new connection per request",
-        driver: Driver::LoadGenerator,
+        driver: measure::load_generator,
         axis: Axis::Connections,
         x_name: "connections",
         y_name: "connections per second (one request each)",
@@ -174,7 +168,7 @@ pub const EXPERIMENTS: &[Facts] = &[
         experiment: Experiment::Blocking,
         name: "blocking",
         title: "Blocking work in the handler",
-        driver: Driver::LoadGenerator,
+        driver: measure::load_generator,
         axis: Axis::Connections,
         x_name: "connections",
         y_name: "requests per second (2xx)",
@@ -211,7 +205,7 @@ pub const EXPERIMENTS: &[Facts] = &[
         experiment: Experiment::WaitCost,
         name: "wait-cost",
         title: "The cost of one wait call (after Kerrisk)",
-        driver: Driver::WaitCalls,
+        driver: measure::wait_calls,
         axis: Axis::Descriptors,
         x_name: "descriptors watched",
         y_name: "ns per wait",
@@ -226,7 +220,7 @@ pub const EXPERIMENTS: &[Facts] = &[
         experiment: Experiment::Slowloris,
         name: "slowloris",
         title: "Slow clients: connections that trickle a header, beside fresh clients",
-        driver: Driver::SlowClients,
+        driver: measure::slow_clients,
         axis: Axis::SlowConnections,
         x_name: "slow connections",
         y_name: "% of slow connections no longer held after 4 s (header timeout 2 s)",
@@ -255,9 +249,10 @@ impl Experiment {
         self.facts().name
     }
 
-    /// Whether it runs servers (wait-cost times the calls themselves, with none).
+    /// Whether it runs servers (wait-cost times the calls themselves, with none: its x
+    /// counts the descriptors they watch).
     pub fn has_load(self) -> bool {
-        self.facts().driver != Driver::WaitCalls
+        self.facts().axis != Axis::Descriptors
     }
 
     /// Every experiment, in the table's order.

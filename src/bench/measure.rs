@@ -16,15 +16,19 @@ use super::procfs::ProcSample;
 use super::quota::CpuQuota;
 use super::rig::Rig;
 use super::{peers, slowloris, wait_cost};
-use crate::experiments::Driver;
 use crate::results::{CrossCheck, Limit, Point, ServerMetrics, ServerTimeouts};
+
+/// How an experiment measures one of its points: the function its row in the table of
+/// experiments names (`experiments.rs`): [`load_generator`], [`wait_calls`] or
+/// [`slow_clients`].
+pub type Driver = fn(&Rig, &Job, &Log) -> Point;
 
 /// One measurement to make (planned in `jobs.rs`).
 #[derive(Clone, Debug)]
 pub struct Job {
     /// The point as planned (experiment, who, x, repeat): what measuring fills in.
     pub(super) point: Point,
-    /// How its experiment measures a point.
+    /// How its experiment measures a point (its row's driver).
     pub(super) driver: Driver,
     /// How its server is started.
     pub(super) start: Start,
@@ -77,11 +81,7 @@ pub(super) fn measure(rig: &Rig, job: &Job, log: &Log) -> Point {
             ..job.point.clone()
         };
     }
-    match job.driver {
-        Driver::LoadGenerator => load_generator(rig, job, log),
-        Driver::WaitCalls => wait_calls(rig, job, log),
-        Driver::SlowClients => slow_clients(rig, job, log),
-    }
+    (job.driver)(rig, job, log)
 }
 
 /// No server: the wait call itself, timed over `x` descriptors (`wait_cost.rs`).
