@@ -12,6 +12,7 @@ use super::quota::CpuQuota;
 
 /// A real server beside ours: how to tell whether it is installed, and the command
 /// that starts it on an address, its config and logs in a folder of the run's.
+#[derive(Debug)]
 pub struct Peer {
     /// Why it cannot run here, with the line that installs it; None when it can.
     pub missing: fn() -> Option<String>,

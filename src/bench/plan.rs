@@ -2,8 +2,6 @@
 
 use std::time::Duration;
 
-use crate::experiments::Experiment;
-
 /// How much to measure.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Profile {
@@ -72,20 +70,6 @@ pub(super) struct Plan {
     pub(super) wait_budget: Duration,
     /// Slow connections beside the fresh clients (slowloris).
     pub(super) slowloris: Vec<usize>,
-}
-
-impl Plan {
-    /// The xs an experiment measures in this plan.
-    pub(super) fn xs(&self, experiment: Experiment) -> Vec<usize> {
-        match experiment {
-            Experiment::Idle => self.idle.clone(),
-            Experiment::Active => self.active.clone(),
-            Experiment::Churn => self.churn.clone(),
-            Experiment::Blocking => vec![self.blocking.0],
-            Experiment::WaitCost => self.wait_fds.clone(),
-            Experiment::Slowloris => self.slowloris.clone(),
-        }
-    }
 }
 
 /// What the command line may change in a profile.

@@ -17,7 +17,7 @@ use std::sync::mpsc::{self, Receiver};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use super::child::ProcSample;
+use super::procfs::ProcSample;
 use crate::results::ServerHost;
 
 /// How long the other host may take to answer.

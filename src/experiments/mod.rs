@@ -11,22 +11,16 @@ pub mod kind;
 pub mod slowloris;
 pub mod wait_cost;
 
+use crate::bench::measure;
 use crate::charts::spec::ChartSpec;
 use crate::results::{Point, Run};
 use crate::roster::{self, Contender};
 
 pub use kind::{Axis, Experiment};
 
-/// What drives an experiment's servers.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Driver {
-    /// Our load generator: busy and idle connections, measured throughput.
-    LoadGenerator,
-    /// No server: the wait calls themselves, timed (`bench/wait_cost.rs`).
-    WaitCalls,
-    /// Slow clients trickling headers beside a few fresh ones (`bench/slowloris.rs`).
-    SlowClients,
-}
+/// How an experiment measures one of its points: the function its row names
+/// (`bench/measure.rs`).
+pub use crate::bench::measure::Driver;
 
 /// One entry of the table of experiments.
 pub struct Facts {
@@ -89,7 +83,7 @@ pub const EXPERIMENTS: &[Facts] = &[
         experiment: Experiment::Idle,
         name: "idle",
         title: "Idle connections: a few busy connections beside 0 … N idle ones",
-        driver: Driver::LoadGenerator,
+        driver: measure::load_generator,
         x_name: "idle connections",
         y_name: "requests per second (2xx)",
         y: Point::rps,
@@ -118,7 +112,7 @@ pub const EXPERIMENTS: &[Facts] = &[
         experiment: Experiment::Active,
         name: "active",
         title: "Active connections: every connection busy, none idle",
-        driver: Driver::LoadGenerator,
+        driver: measure::load_generator,
         x_name: "active connections",
         y_name: "requests per second (2xx)",
         y: Point::rps,
@@ -134,7 +128,7 @@ pub const EXPERIMENTS: &[Facts] = &[
         experiment: Experiment::Churn,
         name: "churn",
         title: "Connection churn: HTTP/1.0, a new connection per request",
-        driver: Driver::LoadGenerator,
+        driver: measure::load_generator,
         x_name: "connections",
         y_name: "connections per second (one request each)",
         y: Point::rps,
@@ -150,7 +144,7 @@ pub const EXPERIMENTS: &[Facts] = &[
         experiment: Experiment::Blocking,
         name: "blocking",
         title: "Blocking work in the handler",
-        driver: Driver::LoadGenerator,
+        driver: measure::load_generator,
         x_name: "connections",
         y_name: "requests per second (2xx)",
         y: Point::rps,
@@ -188,7 +182,7 @@ pub const EXPERIMENTS: &[Facts] = &[
         experiment: Experiment::WaitCost,
         name: "wait-cost",
         title: "The cost of one wait call (after Kerrisk)",
-        driver: Driver::WaitCalls,
+        driver: measure::wait_calls,
         x_name: "descriptors watched",
         y_name: "ns per wait",
         y: |p| p.ns_per_wait,
@@ -204,7 +198,7 @@ pub const EXPERIMENTS: &[Facts] = &[
         experiment: Experiment::Slowloris,
         name: "slowloris",
         title: "Slow clients: connections that trickle a header, beside fresh clients",
-        driver: Driver::SlowClients,
+        driver: measure::slow_clients,
         x_name: "slow connections",
         y_name: "% of slow connections no longer held after 4 s (header timeout 2 s)",
         y: |p| p.slowloris.as_ref().map(|s| s.gone_pct()),
@@ -234,9 +228,10 @@ impl Experiment {
         self.facts().name
     }
 
-    /// Whether it runs servers (wait-cost times the calls themselves, with none).
+    /// Whether it runs servers (wait-cost times the calls themselves, with none: its x
+    /// counts the descriptors they watch).
     pub fn has_load(self) -> bool {
-        self.facts().driver != Driver::WaitCalls
+        self.axis() != Axis::Descriptors
     }
 
     /// Every experiment, in the table's order.

@@ -5,6 +5,7 @@ use std::fmt::Write as _;
 
 use crate::charts::spec::{ChartSpec, Kind};
 use crate::results::{Run, Slowloris};
+use crate::series::SeriesKey;
 use crate::words::thousands;
 
 use super::kind::Experiment;
@@ -33,7 +34,7 @@ pub fn slowloris(run: &Run) -> String {
     let kept: Vec<String> = points
         .iter()
         .filter(|(_, s)| s.gone_pct() >= 95.0 && s.fresh_served == s.fresh)
-        .map(|(name, _)| name.clone())
+        .map(|(key, _)| key.to_string())
         .collect();
     let taken: Vec<String> = points
         .iter()
@@ -61,8 +62,8 @@ pub fn slowloris(run: &Run) -> String {
 
 /// Per server, its median repeat of the slowloris experiment (by what was gone after
 /// the window), in the order the servers ran.
-fn slowloris_medians(run: &Run) -> Vec<(String, &Slowloris)> {
-    let mut order: Vec<String> = Vec::new();
+fn slowloris_medians(run: &Run) -> Vec<(SeriesKey, &Slowloris)> {
+    let mut order: Vec<SeriesKey> = Vec::new();
     let mut repeats: Vec<Vec<&Slowloris>> = Vec::new();
     for p in run
         .points
@@ -70,11 +71,11 @@ fn slowloris_medians(run: &Run) -> Vec<(String, &Slowloris)> {
         .filter(|p| p.experiment == Experiment::Slowloris)
     {
         let Some(found) = &p.slowloris else { continue };
-        let name = p.series_key().to_string();
-        match order.iter().position(|n| *n == name) {
+        let key = p.series_key();
+        match order.iter().position(|k| *k == key) {
             Some(i) => repeats[i].push(found),
             None => {
-                order.push(name);
+                order.push(key);
                 repeats.push(vec![found]);
             }
         }

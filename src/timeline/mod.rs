@@ -42,7 +42,7 @@ pub struct Trace {
 
 /// The file a trace's source hash is taken from.
 pub fn source_file(name: &str) -> String {
-    match MODELS.iter().find(|m| m.name == name) {
+    match iomodels_servers::model(name) {
         Some(model) => format!("servers/src/models/{}", model.file()),
         None => "src/timeline/edge.rs".into(),
     }
