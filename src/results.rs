@@ -10,8 +10,6 @@ use iomodels_loadgen::Report;
 use iomodels_servers::Snapshot;
 use serde::{Deserialize, Deserializer, Serialize};
 
-pub use crate::bench::quota::QuotaSetting;
-pub use crate::bench::slowloris::Slowloris;
 use crate::experiments::kind::Experiment;
 
 /// Bumped whenever a field changes meaning or goes away; `plot` refuses other versions.
@@ -181,6 +179,57 @@ pub struct CrossCheck {
     pub wrk_rps: f64,
     /// ours / wrk.
     pub ratio: f64,
+}
+
+/// What a run recorded of the quota (run.json `settings.server_cpu_quota`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct QuotaSetting {
+    /// Of one CPU, in every period.
+    pub share: f64,
+    pub period_us: u64,
+    /// The files written, e.g. "cgroup v1 cpu.cfs_quota_us 5000 / cpu.cfs_period_us 10000".
+    pub how: String,
+}
+
+impl QuotaSetting {
+    /// The longest pause throttling can add to one request's latency.
+    pub fn longest_pause_ms(&self) -> f64 {
+        self.period_us as f64 * (1.0 - self.share) / 1000.0
+    }
+}
+
+/// What one slowloris point found.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Slowloris {
+    /// The server's `--header-timeout`.
+    pub header_timeout: String,
+    /// Slow connections asked for, and opened.
+    pub slow: usize,
+    pub opened: usize,
+    /// Of those opened, closed by the server within the window (answered 408 or not).
+    pub evicted: usize,
+    pub answered_408: usize,
+    /// Turned away with a 503 (no room for them).
+    pub answered_503: usize,
+    /// Fresh clients, and those answered 200 within their patience.
+    pub fresh: usize,
+    pub fresh_served: usize,
+    /// The slowest fresh answer that came, in ms (tries included).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fresh_worst_ms: Option<f64>,
+}
+
+impl Slowloris {
+    /// Percent of the opened slow connections the server no longer held at the end
+    /// of the window: evicted by its timeout, or turned away at once (a 503).
+    pub fn gone_pct(&self) -> f64 {
+        100.0 * (self.evicted + self.answered_503) as f64 / self.opened.max(1) as f64
+    }
+
+    /// Percent of the opened slow connections evicted (by the timeout) in the window.
+    pub fn evicted_pct(&self) -> f64 {
+        100.0 * self.evicted as f64 / self.opened.max(1) as f64
+    }
 }
 
 /// One measurement. Parameters that do not apply to an experiment are absent.

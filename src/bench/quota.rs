@@ -16,24 +16,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
-
-/// What a run recorded of the quota (run.json `settings.server_cpu_quota`).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct QuotaSetting {
-    /// Of one CPU, in every period.
-    pub share: f64,
-    pub period_us: u64,
-    /// The files written, e.g. "cgroup v1 cpu.cfs_quota_us 5000 / cpu.cfs_period_us 10000".
-    pub how: String,
-}
-
-impl QuotaSetting {
-    /// The longest pause throttling can add to one request's latency.
-    pub fn longest_pause_ms(&self) -> f64 {
-        self.period_us as f64 * (1.0 - self.share) / 1000.0
-    }
-}
+use crate::results::QuotaSetting;
 
 /// The cgroup the servers run in; removed when dropped (once its servers are gone).
 pub struct CpuQuota {

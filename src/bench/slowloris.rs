@@ -10,8 +10,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use crate::results::Slowloris;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-use serde::{Deserialize, Serialize};
 
 /// The header timeout the servers are started with in this experiment.
 pub const HEADER_TIMEOUT: &str = "2s";
@@ -25,40 +25,6 @@ const FRESH: usize = 10;
 const FRESH_EVERY: Duration = Duration::from_millis(350);
 /// How long a fresh client keeps trying (a 503 or a close is tried again).
 const FRESH_PATIENCE: Duration = Duration::from_secs(2);
-
-/// What one slowloris point found.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct Slowloris {
-    /// The server's `--header-timeout`.
-    pub header_timeout: String,
-    /// Slow connections asked for, and opened.
-    pub slow: usize,
-    pub opened: usize,
-    /// Of those opened, closed by the server within the window (answered 408 or not).
-    pub evicted: usize,
-    pub answered_408: usize,
-    /// Turned away with a 503 (no room for them).
-    pub answered_503: usize,
-    /// Fresh clients, and those answered 200 within their patience.
-    pub fresh: usize,
-    pub fresh_served: usize,
-    /// The slowest fresh answer that came, in ms (tries included).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub fresh_worst_ms: Option<f64>,
-}
-
-impl Slowloris {
-    /// Percent of the opened slow connections the server no longer held at the end
-    /// of the window: evicted by its timeout, or turned away at once (a 503).
-    pub fn gone_pct(&self) -> f64 {
-        100.0 * (self.evicted + self.answered_503) as f64 / self.opened.max(1) as f64
-    }
-
-    /// Percent of the opened slow connections evicted (by the timeout) in the window.
-    pub fn evicted_pct(&self) -> f64 {
-        100.0 * self.evicted as f64 / self.opened.max(1) as f64
-    }
-}
 
 /// Open `slow` slow connections to `addr`, and count for [`WINDOW`] what the server does
 /// with them and with [`FRESH`] fresh clients.
