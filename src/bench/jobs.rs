@@ -1,7 +1,6 @@
 //! The plan of jobs: who runs in each experiment, and every point they measure, in the
 //! order they run.
 
-use iomodels_servers as servers;
 
 use super::measure::{Job, Start};
 use super::options::Options;
@@ -161,7 +160,7 @@ fn job(facts: &Facts, who: &Who, repeat: u32, x: usize, rig: &Rig) -> Job {
         slow,
         ..Point::default()
     };
-    let processes = !who.joins() && servers::model(&who.name).is_some_and(|m| m.processes);
+    let processes = !who.joins() && roster::find(&who.name).model().is_some_and(|m| m.processes);
     if processes {
         let connections = idle.unwrap_or(0) + active.unwrap_or(0);
         let per_process = rig.server_host.per_process;
