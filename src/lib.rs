@@ -21,6 +21,8 @@
 //! - [`report`]: REPORT.md and the terminal table, walking the experiments' figures.
 //! - [`book`]: the book's generated pages (model diffs, the reference run's results,
 //!   the myths' figures from [`myths`], the timelines from [`timeline`]).
+//! - [`verdict`]: every comparative word, from one comparison held against the
+//!   spread of the repeats and the run's A/A noise floor.
 //! - [`words`]: numbers as the report, the charts and the book write them.
 
 pub mod bench;
@@ -33,6 +35,7 @@ pub mod results;
 pub mod roster;
 pub mod series;
 pub mod timeline;
+pub mod verdict;
 pub mod words;
 
 use std::path::Path;

@@ -6,6 +6,7 @@ use crate::experiments::Experiment;
 use crate::results::{Point, Run};
 use crate::roster::{Contender, EPOLL_CALL, EPOLL_ET, EPOLL_LT, IO_URING, SELECT, TORNADO};
 use crate::series::Series;
+use crate::verdict;
 use crate::words::thousands;
 
 /// One claim of the blog notes, and the sentence of measured figures that answers it.
@@ -77,6 +78,48 @@ fn common_max(series: &[Series], picks: &[Pick]) -> Option<f64> {
     xs?.into_iter().reduce(f64::max)
 }
 
+/// "a costs 6% less than b", or "a and b are indistinguishable in this run": the CPU
+/// per request of two series at x, held against the run's floor.
+fn verdict_at(run: &Run, a: Pick, b: Pick, x: f64) -> Option<String> {
+    let cpu = run.series(Experiment::Idle, Point::cpu_us_per_request);
+    let (sa, sb) = (named(&cpu, a)?, named(&cpu, b)?);
+    let c = verdict::compare(sa.repeats_at(x)?, sb.repeats_at(x)?, verdict::floor(run))?;
+    let pct = (c.ratio - 1.0).abs() * 100.0;
+    Some(if c.lower() {
+        format!("{} costs {pct:.0}% less than {}", sa.name, sb.name)
+    } else if c.higher() {
+        format!("{} costs {pct:.0}% more than {}", sa.name, sb.name)
+    } else {
+        format!(
+            "{} and {} are indistinguishable in this run ({pct:.0}% apart, inside the \
+             noise floor of {:.0}% or the spread of their repeats)",
+            sa.name,
+            sb.name,
+            c.floor * 100.0
+        )
+    })
+}
+
+/// The verdicts of `a` against `b` at 0 idle connections and at `max`, as a sentence.
+fn verdicts(run: &Run, a: Pick, b: Pick, max: f64) -> String {
+    let said: Vec<String> = [(0.0, "at 0 idle connections"), (max, "at the most")]
+        .iter()
+        .filter_map(|&(x, at)| {
+            let words = verdict_at(run, a, b, x)?;
+            Some(if x == 0.0 {
+                format!("{at}, {words}")
+            } else {
+                format!("at {} idle, {words}", thousands(x))
+            })
+        })
+        .collect();
+    if said.is_empty() {
+        String::new()
+    } else {
+        format!(" Held against each other: {}.", said.join("; "))
+    }
+}
+
 /// A counter per answered request over the window.
 fn per_request(p: &Point, counter: fn(&iomodels_servers::Snapshot) -> u64) -> Option<f64> {
     let c = p.server.as_ref()?.counters.as_ref()?;
@@ -142,12 +185,13 @@ fn et_faster(run: &Run) -> String {
         .collect();
     format!(
         "Server CPU per request in the reference run, at 0 idle connections: {}; at {} \
-         idle: {}. System calls per request at {}: {}.",
+         idle: {}. System calls per request at {}: {}.{}",
         cpu_at(run, &names, 0.0).join(", "),
         thousands(max),
         cpu_at(run, &names, max).join(", "),
         thousands(max),
-        syscalls.join(", ")
+        syscalls.join(", "),
+        verdicts(run, names[0], names[1], max)
     )
 }
 
@@ -220,10 +264,11 @@ fn uring_beats_epoll(run: &Run) -> String {
         .collect();
     format!(
         "Server CPU per request in the reference run, at 0 idle connections: {}; at {} \
-         idle: {}. Memory per idle connection: {}.",
+         idle: {}.{} Memory per idle connection: {}.",
         cpu_at(run, &names, 0.0).join(", "),
         thousands(max),
         cpu_at(run, &names, max).join(", "),
+        verdicts(run, names[0], names[1], max),
         kib.join(", ")
     )
 }

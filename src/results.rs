@@ -274,6 +274,12 @@ pub struct Point {
     pub load: Option<Report>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub server: Option<ServerMetrics>,
+    /// What else ran on the CPUs during its window (absent where not sampled).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interference: Option<Interference>,
+    /// Windows of this point measured before it and discarded, with why.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub discarded: Vec<Discarded>,
     /// Null, or why this model could not do this point (it is drawn as a limit).
     #[serde(deserialize_with = "limit_of_any_version")]
     pub limit: Option<Limit>,
@@ -372,7 +378,37 @@ pub struct ServerMetrics {
     /// The model's counters over the window (`open`, `threads`, `threads_peak`: at its
     /// end). Absent for peers, which keep none of ours.
     pub counters: Option<Snapshot>,
+    /// Where the CPU times came from: `cpuacct` (the servers' cgroup, nanoseconds) or
+    /// `ticks` (/proc/PID/stat, 10 ms); absent in runs from before (ticks).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_from: Option<String>,
 }
+
+/// What else ran on the CPUs during a window (`bench/cpustat.rs`), in % of the window.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Interference {
+    /// Time the hypervisor gave the server's CPUs to another guest.
+    pub server_steal_pct: f64,
+    /// Time other tasks (and the kernel for them) ran on the server's CPUs.
+    pub server_others_pct: f64,
+    /// Time the hypervisor gave the load generator's CPUs to another guest.
+    pub load_steal_pct: f64,
+}
+
+/// A window measured and then measured again, because something else ran in it.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Discarded {
+    pub why: String,
+    pub interference: Interference,
+    /// What it would have published.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rps: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_us_per_request: Option<f64>,
+}
+
+/// The fewest answers in a window for its CPU per request to be shown.
+pub const MIN_ANSWERS: u64 = 100;
 
 impl Point {
     pub fn saturated(&self) -> bool {
@@ -389,10 +425,16 @@ impl Point {
     }
 
     /// Server CPU time (user + sys) per 2xx answer, in microseconds.
+    /// None where the window had fewer than [`MIN_ANSWERS`]: the window's fixed costs
+    /// (waits, timers, idle connections) spread over a handful of answers are no cost
+    /// per request. The answers counted are those that arrived in the window, whenever
+    /// sent: the work the server did in it (a request sent before the window and
+    /// answered in it cost CPU in it too).
     pub fn cpu_us_per_request(&self) -> Option<f64> {
         let (load, server) = (self.load.as_ref()?, self.server.as_ref()?);
-        let answered = load.completed.max(1) as f64;
-        Some((server.cpu_user_s + server.cpu_sys_s) * 1e6 / answered)
+        let answered = load.answered_in_window;
+        (answered >= MIN_ANSWERS)
+            .then(|| (server.cpu_user_s + server.cpu_sys_s) * 1e6 / answered as f64)
     }
 
     /// Requests and errors that did not end as 2xx answers in the window.

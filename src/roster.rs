@@ -38,6 +38,10 @@ pub enum Start {
     Peer(&'static Peer),
     /// The engineer's own (`--server NAME=COMMAND`): every one of them is this row.
     Own,
+    /// The same model as another row, measured again under a name of its own: the run's
+    /// A/A pair, whose gap is the run's noise floor. Not drawn, not in the tables but
+    /// the noise floor's.
+    Twin(&'static Contender),
     /// No server: a wait call, timed on its own (`bench/wait_cost.rs`).
     WaitCall(Call),
 }
@@ -91,6 +95,22 @@ impl Contender {
         match self.start {
             Start::Peer(peer) => Some(peer),
             _ => None,
+        }
+    }
+
+    /// The row it is the A/A twin of, if it is one.
+    pub fn twin_of(&self) -> Option<&'static Contender> {
+        match self.start {
+            Start::Twin(of) => Some(of),
+            _ => None,
+        }
+    }
+
+    /// The model `iomodels serve` runs for it: its own, or its twin's.
+    pub fn serves(&self) -> Option<&'static Model> {
+        match self.start {
+            Start::Twin(of) => of.model(),
+            _ => self.model(),
         }
     }
 
@@ -219,6 +239,13 @@ pub static TORNADO: Contender = Contender {
     ..model("tornado", RGBColor(140, 162, 82))
 };
 
+/// epoll-et again, under another name: every run's A/A pair.
+pub static EPOLL_ET_TWIN: Contender = Contender {
+    start: Start::Twin(&EPOLL_ET),
+    look: Look::As(&EPOLL_ET),
+    ..model("epoll-et (A/A)", RGBColor(0, 0, 0))
+};
+
 /// Every server of the engineer's own (`--server`), whatever its name.
 pub static OWN: Contender = Contender {
     start: Start::Own,
@@ -258,12 +285,21 @@ pub static ROSTER: &[&Contender] = &[
     &PREFORK,
     &NGINX,
     &TORNADO,
+    &EPOLL_ET_TWIN,
     &OWN,
     &SELECT_CALL,
     &POLL_CALL,
     &EPOLL_CALL,
 ];
 // ANCHOR_END: roster
+
+/// The twins of the models in `models`, in the roster's order.
+pub fn twins_of<'a>(models: &'a [String]) -> impl Iterator<Item = &'static Contender> + 'a {
+    ROSTER.iter().copied().filter(move |c| {
+        c.twin_of()
+            .is_some_and(|of| models.iter().any(|m| of.is(m)))
+    })
+}
 
 /// The server the wrk cross-check runs against.
 pub static CROSSCHECK: &Contender = &EPOLL_ET;
@@ -284,7 +320,7 @@ pub fn server(name: &str) -> Option<&'static Contender> {
     ROSTER
         .iter()
         .copied()
-        .filter(|c| matches!(c.start, Start::Model | Start::Peer(_)))
+        .filter(|c| matches!(c.start, Start::Model | Start::Peer(_) | Start::Twin(_)))
         .find(|c| c.is(name))
 }
 

@@ -114,6 +114,8 @@ pub struct Series {
     pub name: String,
     /// (x, median y, the load generator was saturated in some repeat).
     pub values: Vec<(f64, f64, bool)>,
+    /// Every repeat's y at each of `values`' xs, in the order measured.
+    pub repeats: Vec<Vec<f64>>,
     /// (x, why): where the model could not go.
     pub limits: Vec<(f64, Limit)>,
 }
@@ -124,16 +126,48 @@ impl Series {
             name: key.to_string(),
             key,
             values: Vec::new(),
+            repeats: Vec::new(),
             limits: Vec::new(),
         }
+    }
+
+    /// The repeats' (lowest, highest) y at `values[i]`.
+    pub fn range(&self, i: usize) -> Option<(f64, f64)> {
+        let ys = self.repeats.get(i)?;
+        let lo = ys.iter().copied().reduce(f64::min)?;
+        let hi = ys.iter().copied().reduce(f64::max)?;
+        Some((lo, hi))
+    }
+
+    /// The spread of the repeats at `values[i]`: half their range, the `±` of a table.
+    pub fn spread(&self, i: usize) -> Option<f64> {
+        self.range(i).map(|(lo, hi)| (hi - lo) / 2.0)
+    }
+
+    /// The repeats at x.
+    pub fn repeats_at(&self, x: f64) -> Option<&[f64]> {
+        let i = self.values.iter().position(|v| v.0 == x)?;
+        self.repeats.get(i).map(Vec::as_slice)
     }
 }
 
 impl Run {
     /// The points of one experiment, grouped into one series per model (in the order
     /// the models first appear), with `y` taken as the median of the repeats.
-    /// A point is a limit when any repeat of it was.
+    /// A point is a limit when any repeat of it was. The run's A/A twin is left out:
+    /// it is the noise floor's ([`Run::all_series`]).
     pub fn series(&self, experiment: Experiment, y: impl Fn(&Point) -> Option<f64>) -> Vec<Series> {
+        let mut all = self.all_series(experiment, y);
+        all.retain(|s| s.key.contender().twin_of().is_none());
+        all
+    }
+
+    /// [`Run::series`], the A/A twin included.
+    pub fn all_series(
+        &self,
+        experiment: Experiment,
+        y: impl Fn(&Point) -> Option<f64>,
+    ) -> Vec<Series> {
         let mut order: Vec<SeriesKey> = Vec::new();
         let mut groups: BTreeMap<(SeriesKey, u64), Vec<&Point>> = BTreeMap::new();
         for p in self.points.iter().filter(|p| p.experiment == experiment) {
@@ -163,6 +197,7 @@ impl Run {
                         series
                             .values
                             .push((x, m, points.iter().any(|p| p.saturated())));
+                        series.repeats.push(ys);
                     }
                 }
                 series
@@ -179,16 +214,19 @@ impl Run {
         rss.into_iter()
             .map(|s| {
                 let base = s.values.iter().find(|v| v.0 == 0.0).map(|v| v.1);
+                let per = |x: f64, rss: f64, base: f64| ((rss - base) / x).max(0.0);
+                let mut values = Vec::new();
+                let mut repeats = Vec::new();
+                for (i, &(x, rss, sat)) in s.values.iter().enumerate() {
+                    let Some(base) = base.filter(|_| x > 0.0) else {
+                        continue;
+                    };
+                    values.push((x, per(x, rss, base), sat));
+                    repeats.push(s.repeats[i].iter().map(|&r| per(x, r, base)).collect());
+                }
                 Series {
-                    values: match base {
-                        Some(base) => s
-                            .values
-                            .iter()
-                            .filter(|v| v.0 > 0.0)
-                            .map(|&(x, rss, sat)| (x, ((rss - base) / x).max(0.0), sat))
-                            .collect(),
-                        None => Vec::new(),
-                    },
+                    values,
+                    repeats,
                     ..s
                 }
             })

@@ -180,7 +180,10 @@ fn charts_and_report_are_drawn_from_a_fixed_run() {
     assert!(report.contains("Kerrisk"));
     assert!(report.contains('*'), "saturated figures are starred");
     // The sentence under the headline chart is computed from the run.
-    assert!(report.contains("epoll-et keeps"), "{report}");
+    assert!(
+        report.contains("kept their 0-idle throughput") && report.contains("noise floor"),
+        "{report}"
+    );
 }
 
 #[test]
@@ -223,6 +226,20 @@ fn bench_refuses_a_typo_with_the_choices() {
     assert!(err.contains("epoll-et"), "{err}");
 }
 
+/// The idle point of `model` (as it comes) at `idle` idle connections.
+#[track_caller]
+fn point_of<'a>(run: &'a Run, model: &str, idle: usize) -> &'a iomodels::results::Point {
+    run.points
+        .iter()
+        .find(|p| {
+            p.experiment == Experiment::Idle
+                && p.model == model
+                && p.server_args.is_empty()
+                && p.idle == Some(idle)
+        })
+        .unwrap_or_else(|| panic!("no idle point of {model} at {idle}"))
+}
+
 /// A short real run: two models, idle 0 and 1,100 (past select's FD_SETSIZE), the
 /// blocking experiment (with the reactor, whose variants ask their own routes); everything written, the limit recorded with select's own words,
 /// the counters taken over the window.
@@ -242,6 +259,8 @@ fn bench_runs_end_to_end_and_records_a_real_limit() {
             "100ms",
             "--window",
             "500ms",
+            "--repeats",
+            "1",
             "--out",
         ])
         .arg(&dir)
@@ -253,8 +272,16 @@ fn bench_runs_end_to_end_and_records_a_real_limit() {
     assert_eq!(run.profile, "quick");
     assert!(run.machine.cores >= 1 && run.machine.memory_kb > 0);
     // Two idle points for select, epoll-et and its naive variant (--et-drain eagain),
-    // and the reactor; the blocking point for each model, four for the reactor.
-    assert_eq!(run.points.len(), 2 * 4 + 2 + 4, "{:#?}", run.points);
+    // epoll-et's A/A twin, and the reactor; the blocking point for each model, four for
+    // the reactor.
+    assert_eq!(run.points.len(), 2 * 5 + 2 + 4, "{:#?}", run.points);
+    let twin = point_of(&run, "epoll-et (A/A)", 1100);
+    assert_eq!(
+        twin.limit, None,
+        "the A/A twin is epoll-et under another name"
+    );
+    let report = std::fs::read_to_string(dir.join("REPORT.md")).unwrap();
+    assert!(report.contains("## Noise"), "{report}");
 
     let point = |model: &str, idle: usize| {
         run.points
@@ -306,12 +333,12 @@ fn bench_runs_end_to_end_and_records_a_real_limit() {
             assert!(key.to_string().ends_with(path), "{key}");
             assert_eq!(key.route(), Some(path), "{key}");
         } else {
-            assert_eq!(path, "/sleep/100", "{}", p.series_key());
+            assert_eq!(path, "/sleep/50", "{}", p.series_key());
         }
     }
     let waits = blocking
         .iter()
-        .filter(|p| p.path.as_deref() == Some("/wait/100"));
+        .filter(|p| p.path.as_deref() == Some("/wait/50"));
     assert_eq!(waits.count(), 2, "the reactor's coroutine and callback");
 
     for file in ["REPORT.md", "idle-throughput.svg", "blocking.svg"] {

@@ -149,7 +149,7 @@ impl Server {
                     let fd = std::os::fd::BorrowedFd::borrow_raw(fd);
                     nix::sched::setns(fd, nix::sched::CloneFlags::CLONE_NEWNET)?;
                 }
-                if let Some(procs) = &cgroup {
+                for procs in cgroup.iter().flatten() {
                     quota::join(procs)?;
                 }
                 Ok(())

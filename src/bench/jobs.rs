@@ -1,7 +1,6 @@
 //! The plan of jobs: who runs in each experiment, and every point they measure, in the
 //! order they run.
 
-
 use super::measure::{Job, Start};
 use super::options::Options;
 use super::plan::Plan;
@@ -37,7 +36,7 @@ impl Who {
 
     /// A peer or a server of the engineer's own, not a model of ours.
     fn joins(&self) -> bool {
-        !matches!(self.start, Start::Ours)
+        !matches!(self.start, Start::Ours { .. })
     }
 }
 
@@ -62,8 +61,9 @@ pub(super) fn peers(options: &Options) -> (Vec<Who>, Vec<String>) {
     (peers, notes)
 }
 
-/// Every job, in order: experiment by experiment, and within one, repeat by repeat and
-/// point by point with the models side by side (so drift hits them all alike).
+/// Every job, in order: experiment by experiment, and within one, round by round (a
+/// repeat of every point), point by point with the models side by side, each round and
+/// each point in another order (so that drift and bursts fall on all of them alike).
 pub(super) fn plan(options: &Options, peers: &[Who], rig: &Rig) -> Vec<Job> {
     let plan = &rig.plan;
     let mut jobs = Vec::new();
@@ -71,12 +71,22 @@ pub(super) fn plan(options: &Options, peers: &[Who], rig: &Rig) -> Vec<Job> {
         let facts = experiment.facts();
         let who = who(facts, options, peers, rig.server_cores);
         for repeat in 0..plan.repeats {
-            for x in xs(plan, experiment) {
-                jobs.extend(who.iter().map(|who| job(facts, who, repeat, x, rig)));
+            for (i, x) in xs(plan, experiment).into_iter().enumerate() {
+                let order = rotated(&who, repeat as usize, plan.repeats as usize, i);
+                jobs.extend(order.map(|who| job(facts, who, repeat, x, rig)));
             }
         }
     }
     jobs
+}
+
+/// `who` in the order of round `round` of `rounds` at the `i`-th x: each round starts
+/// a further `len / rounds` along, and each x one further, so that no series is always
+/// the first after a server change or the last before the next point.
+fn rotated(who: &[Who], round: usize, rounds: usize, i: usize) -> impl Iterator<Item = &Who> {
+    let n = who.len().max(1);
+    let start = (round * n / rounds.max(1) + i) % n;
+    who[start..].iter().chain(&who[..start])
 }
 
 /// The xs an experiment measures in this plan.
@@ -108,7 +118,10 @@ fn who(facts: &Facts, options: &Options, peers: &[Who], server_cores: usize) -> 
     let mut who = Vec::new();
     if facts.experiment.has_load() {
         for m in &options.models {
-            let ours = Who::plain(m, Start::Ours);
+            let Some(model) = roster::find(m).model() else {
+                continue;
+            };
+            let ours = Who::plain(m, Start::Ours { serve: model.name });
             if let Some(variants) = variants_of(&ours) {
                 who.extend(variants);
             } else if let parallel @ Parallel::Threads { per_cpu: true } = roster::find(m).parallel
@@ -122,8 +135,16 @@ fn who(facts: &Facts, options: &Options, peers: &[Who], server_cores: usize) -> 
                 who.push(ours);
             }
         }
+        // The run's A/A pair: a model measured again under another name.
+        if facts.noise_floor {
+            let twins = roster::twins_of(&options.models);
+            who.extend(twins.filter_map(|twin| {
+                let serve = twin.serves()?.name;
+                Some(Who::plain(twin.name, Start::Ours { serve }))
+            }));
+        }
     } else {
-        who.extend(roster::wait_calls().map(|c| Who::plain(c.name, Start::Ours)));
+        who.extend(roster::wait_calls().map(|c| Who::plain(c.name, Start::NoServer)));
     }
     // A peer joins an experiment of `/` as it is, and one that names it in its
     // variants with those.

@@ -4,19 +4,20 @@
 //! /proc is sampled, so every figure covers the window and nothing else.
 
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use indicatif::ProgressBar;
 use iomodels_loadgen as loadgen;
 use iomodels_servers::Snapshot;
 
 use super::child::Server;
+use super::cpustat::{self, CpuTimes};
 use super::log::Log;
 use super::procfs::ProcSample;
-use super::quota::CpuQuota;
+use super::quota::{CpuQuota, Usage};
 use super::rig::Rig;
 use super::{peers, slowloris, wait_cost};
-use crate::results::{CrossCheck, Limit, Point, ServerMetrics, ServerTimeouts};
+use crate::results::{CrossCheck, Interference, Limit, Point, ServerMetrics, ServerTimeouts};
 use crate::roster;
 
 /// How an experiment measures one of its points: the function its row in the table of
@@ -48,12 +49,15 @@ pub struct Job {
 /// How a job's server is started.
 #[derive(Clone, Debug)]
 pub(super) enum Start {
-    /// A model of ours, with the timeouts its driver gives it.
-    Ours,
+    /// A model of ours (`serve`: which, for an A/A twin the model it twins), with the
+    /// timeouts its driver gives it.
+    Ours { serve: &'static str },
     /// A peer (nginx, Tornado), configured by `peers.rs`.
     Peer(&'static peers::Peer),
     /// A server of the engineer's own (`--server NAME=COMMAND`).
     Custom(peers::Custom),
+    /// No server at all: a wait call, timed on its own.
+    NoServer,
 }
 
 impl Job {
@@ -146,6 +150,7 @@ pub fn load_generator(rig: &Rig, job: &Job, log: &Log) -> Point {
         server: &server,
         edges: Mutex::new([None, None]),
         quota: rig.quota.as_ref(),
+        account: rig.quota.as_ref(),
     };
     // From where the clients are: this host's loopback, or the client's namespace.
     let result = rig.network.as_client(|| {
@@ -170,8 +175,10 @@ pub fn load_generator(rig: &Rig, job: &Job, log: &Log) -> Point {
     match result {
         Err(e) => point.limit = Some(server.limit(e)),
         Ok(report) => {
-            if let [Some((s0, p0)), Some((s1, p1))] = &edges {
-                point.server = Some(metrics(s0.as_ref(), p0, s1.as_ref(), p1));
+            if let [Some(e0), Some(e1)] = &edges {
+                let server = metrics(e0, e1);
+                point.interference = interference(rig, e0, e1, &server);
+                point.server = Some(server);
             }
             point.limit = held_everything(&report, point.server.as_ref(), &server);
             point.load = Some(report);
@@ -198,13 +205,14 @@ fn start(rig: &Rig, job: &Job, timeouts: ServerTimeouts) -> Result<Server, Limit
             rig.quota.as_ref(),
             &rig.network,
         ),
-        Start::Ours => {
+        Start::NoServer => return Err(Limit::new("a wait call has no server to start")),
+        Start::Ours { serve } => {
             let mut args = job.point.server_args.clone();
             args.extend(timeouts.args());
             if let Some(workers) = job.point.workers {
                 args.extend(["--workers".into(), workers.to_string()]);
             }
-            rig.start_ours(&job.point.model, &args, true)
+            rig.start_ours(serve, &args, true)
         }
     };
     started.map_err(|e| Limit::new(format!("could not start: {e}")))
@@ -217,7 +225,7 @@ fn load(rig: &Rig, job: &Job, server: &Server) -> loadgen::Config {
     config.connections = point.active.unwrap_or(1).max(1);
     config.idle = point.idle.unwrap_or(0);
     config.warmup = rig.plan.warmup;
-    config.duration = rig.plan.window;
+    config.duration = rig.plan.window_for(point.experiment);
     config.threads = rig.load_threads;
     config.keep_alive = job.keep_alive;
     if let Some(path) = &point.path {
@@ -278,30 +286,60 @@ fn held_everything(
     Some(process.limit(why))
 }
 
-/// The server over the window: CPU between the edges, memory and threads at the end,
-/// its counters' increase.
-fn metrics(
-    s0: Option<&Snapshot>,
-    p0: &ProcSample,
-    s1: Option<&Snapshot>,
-    p1: &ProcSample,
-) -> ServerMetrics {
-    let counters = match (s0, s1) {
+/// The server over the window: CPU between the edges (its cgroup's nanoseconds where
+/// there is one, /proc's ticks otherwise), memory and threads at the end, its counters'
+/// increase.
+fn metrics(e0: &Edge, e1: &Edge) -> ServerMetrics {
+    let counters = match (&e0.counters, &e1.counters) {
         (Some(before), Some(after)) => Some(after.since(before)),
         _ => None,
     };
+    let (cpu_user_s, cpu_sys_s, from) = match (e0.usage, e1.usage) {
+        (Some(u0), Some(u1)) => (u1.user_s - u0.user_s, u1.sys_s - u0.sys_s, "cpuacct"),
+        _ => (
+            e1.proc.user_s - e0.proc.user_s,
+            e1.proc.sys_s - e0.proc.sys_s,
+            "ticks",
+        ),
+    };
     ServerMetrics {
-        cpu_user_s: p1.user_s - p0.user_s,
-        cpu_sys_s: p1.sys_s - p0.sys_s,
-        rss_kb: p1.rss_kb,
-        rss_peak_kb: p1.rss_peak_kb,
-        threads: p1.threads,
+        cpu_user_s,
+        cpu_sys_s,
+        rss_kb: e1.proc.rss_kb,
+        rss_peak_kb: e1.proc.rss_peak_kb,
+        threads: e1.proc.threads,
         counters,
+        cpu_from: Some(from.into()),
     }
 }
 
-/// The server at one edge of the window: its counters (ours only) and /proc.
-type Edge = (Option<Snapshot>, ProcSample);
+/// What else ran on the CPUs between the edges, where the server was pinned.
+fn interference(rig: &Rig, e0: &Edge, e1: &Edge, server: &ServerMetrics) -> Option<Interference> {
+    let pinning = &rig.pinning;
+    if pinning.server_cpus.is_empty() || e0.cpus.is_empty() {
+        return None;
+    }
+    Some(cpustat::interference(
+        &e0.cpus,
+        &e1.cpus,
+        &pinning.server_cpus,
+        &pinning.load_cpus,
+        server.cpu_user_s + server.cpu_sys_s,
+        (e1.at - e0.at).as_secs_f64(),
+    ))
+}
+
+/// The server and the machine at one edge of the window.
+struct Edge {
+    /// Its counters (ours only).
+    counters: Option<Snapshot>,
+    proc: ProcSample,
+    /// Its cgroup's CPU time, where it runs in one.
+    usage: Option<Usage>,
+    /// Every CPU's times (/proc/stat).
+    cpus: Vec<(usize, CpuTimes)>,
+    at: Instant,
+}
 
 /// The load generator's progress, shown on the bar; at the window's edges the server
 /// is sampled.
@@ -312,13 +350,23 @@ struct Sampler<'a> {
     edges: Mutex<[Option<Edge>; 2]>,
     /// Limits the server from the end of the ramp.
     quota: Option<&'a CpuQuota>,
+    /// Counts the server's CPU time (the quota's cgroup).
+    account: Option<&'a CpuQuota>,
 }
 
 impl Sampler<'_> {
     fn sample(&self, edge: usize) {
-        let snapshot = self.server.snapshot();
+        let counters = self.server.snapshot();
         if let Some(proc) = self.server.proc_sample() {
-            self.edges.lock().unwrap()[edge] = Some((snapshot, proc));
+            let usage = self.account.and_then(CpuQuota::usage);
+            let (cpus, at) = (cpustat::sample(), Instant::now());
+            self.edges.lock().unwrap()[edge] = Some(Edge {
+                counters,
+                proc,
+                usage,
+                cpus,
+                at,
+            });
         }
     }
 }

@@ -7,6 +7,7 @@
 //! run keeps what it measured.
 
 pub mod child;
+pub mod cpustat;
 pub mod delay_line;
 pub mod jobs;
 pub mod log;
@@ -27,13 +28,44 @@ pub mod wait_cost;
 use std::collections::HashMap;
 
 use crate::experiments::Experiment;
-use crate::results::{Limit, Point, Run};
+use crate::results::{Discarded, Limit, Point, Run};
 use crate::series::SeriesKey;
 use log::Log;
 pub use options::Options;
 pub use plan::{Overrides, Profile};
 use rig::Rig;
 pub use save::default_out;
+
+/// A window disturbed by other work ([`cpustat::THRESHOLD`]) is measured again, at
+/// most this many times; the last is kept then, with what it carried.
+pub const AGAIN: usize = 2;
+
+/// The job measured in a window nothing else disturbed, or after [`AGAIN`] more tries;
+/// the windows discarded on the way are kept in the point, with why.
+fn undisturbed(rig: &Rig, job: &measure::Job, log: &Log) -> Point {
+    let mut discarded = Vec::new();
+    loop {
+        let mut point = measure::measure(rig, job, log);
+        let found = point.interference.clone().filter(|_| point.limit.is_none());
+        let why = found.as_ref().and_then(|i| cpustat::THRESHOLD.exceeded(i));
+        match (why, found) {
+            (Some(why), Some(interference)) if discarded.len() < AGAIN => {
+                log.bar
+                    .println(format!("{}: measured again: {why}", job.label));
+                discarded.push(Discarded {
+                    why,
+                    interference,
+                    rps: point.rps(),
+                    cpu_us_per_request: point.cpu_us_per_request(),
+                });
+            }
+            _ => {
+                point.discarded = discarded;
+                return point;
+            }
+        }
+    }
+}
 
 /// Run the suite; returns the run (also saved as run.json in `options.out`).
 pub fn run(options: &Options) -> Result<Run, String> {
@@ -63,7 +95,7 @@ pub fn run(options: &Options) -> Result<Run, String> {
                 limit: Some(limit.not_run_past(*x)),
                 ..job.point.clone()
             },
-            _ => measure::measure(&rig, job, &log),
+            _ => undisturbed(&rig, job, &log),
         };
         if let Some(limit) = &point.limit {
             limited.entry(key).or_insert((job.x, limit.clone()));

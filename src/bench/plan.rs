@@ -5,9 +5,10 @@ use std::time::Duration;
 /// How much to measure.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Profile {
-    /// A few minutes: every experiment once, short windows.
+    /// A few minutes: the idle experiment (the headline), the blocking one and the wait
+    /// calls, every point three times in interleaved rounds, 1 s windows.
     Quick,
-    /// C10K and past, longer windows, three repeats.
+    /// C10K and past, every experiment, longer windows, three repeats.
     Full,
 }
 
@@ -21,15 +22,18 @@ impl Profile {
 
     pub(super) fn plan(self) -> Plan {
         match self {
+            // Six minutes hold some 200 windows here, with a server started for each:
+            // three repeats of fewer points rather than one of many, since one repeat
+            // per point let a burst of interference become the lesson.
             Profile::Quick => Plan {
-                warmup: Duration::from_millis(300),
-                window: Duration::from_millis(1500),
-                repeats: 1,
+                warmup: Duration::from_millis(200),
+                window: Duration::from_secs(1),
+                repeats: 3,
                 busy: 10,
-                idle: vec![0, 1000, 2000, 5000, 10_000],
-                active: vec![1, 10, 100, 1000, 10_000],
-                churn: vec![10],
-                blocking: (20, 100),
+                idle: vec![0, 1000, 10_000],
+                active: Vec::new(),
+                churn: Vec::new(),
+                blocking: (10, 50),
                 wait_fds: vec![10, 100, 1000, 10_000],
                 wait_budget: Duration::from_millis(200),
                 // Some 10 s a model: past the quick profile's minutes.
@@ -70,6 +74,24 @@ pub(super) struct Plan {
     pub(super) wait_budget: Duration,
     /// Slow connections beside the fresh clients (slowloris).
     pub(super) slowloris: Vec<usize>,
+}
+
+impl Plan {
+    /// The measured window of a point of `experiment`. The blocking experiment's holds
+    /// two rounds of every connection's blocking work one after the other: io-uring runs
+    /// the handlers of one completion batch (every connection's `/sleep`) before it
+    /// submits any send, so a shorter window can end before its first answer.
+    pub(super) fn window_for(&self, experiment: crate::experiments::Experiment) -> Duration {
+        use crate::experiments::Experiment;
+        let (connections, ms) = self.blocking;
+        match experiment {
+            Experiment::Blocking => {
+                let batch = Duration::from_millis(ms * connections as u64);
+                self.window.max(2 * batch)
+            }
+            _ => self.window,
+        }
+    }
 }
 
 /// What the command line may change in a profile.

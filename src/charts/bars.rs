@@ -50,7 +50,12 @@ pub(crate) fn bar_chart(
     }
     let y_hi = series
         .iter()
-        .flat_map(|s| s.values.iter().map(|v| v.1))
+        .flat_map(|s| {
+            s.values
+                .iter()
+                .map(|v| v.1)
+                .chain(s.repeats.iter().flatten().copied())
+        })
         .fold(1.0, f64::max)
         * 1.6; // headroom: the legend sits above the bars
     let n = groups.len() as f64;
@@ -102,6 +107,16 @@ pub(crate) fn bar_chart(
             .map_err(|e| err(&e))?
             .label(s.name.clone())
             .legend(move |(x, y)| Rectangle::new([(x, y - 6), (x + 16, y + 6)], c.filled()));
+        // The spread of the repeats: a whisker from the lowest to the highest.
+        let whiskers = (0..s.values.len()).filter_map(|i| {
+            let (lo, hi) = s.range(i).filter(|(lo, hi)| hi > lo)?;
+            let mid = left(s.values[i].0) + width * 0.45;
+            Some(PathElement::new(
+                vec![(mid, lo), (mid, hi)],
+                BLACK.stroke_width(1),
+            ))
+        });
+        chart.draw_series(whiskers).map_err(|e| err(&e))?;
         chart
             .draw_series(
                 s.limits
@@ -135,7 +150,12 @@ pub(crate) fn row_chart(
     let err = |e: &dyn std::fmt::Display| e.to_string();
     let x_hi = series
         .iter()
-        .flat_map(|s| s.values.iter().map(|v| v.1))
+        .flat_map(|s| {
+            s.values
+                .iter()
+                .map(|v| v.1)
+                .chain(s.repeats.iter().flatten().copied())
+        })
         .fold(1.0, f64::max)
         * 1.15; // room for the value after the longest bar
     let n = series.len();
@@ -170,16 +190,25 @@ pub(crate) fn row_chart(
     for (j, s) in series.iter().enumerate() {
         let c = colour(s);
         let row = (n - 1 - j) as f64;
-        for &(_, value, saturated) in &s.values {
+        for (i, &(_, value, saturated)) in s.values.iter().enumerate() {
             let style = if saturated {
                 c.mix(0.35).filled()
             } else {
                 c.filled()
             };
             let bar = Rectangle::new([(0.0, row + 0.15), (value, row + 0.85)], style);
+            // The value is written past the whisker, where there is one.
+            let (lo, hi) = s.range(i).unwrap_or((value, value));
             let text = format!(" {}", short_number(value));
-            let label = Text::new(text, (value, row + 0.62), (FONT, 13));
+            let label = Text::new(text, (hi.max(value), row + 0.62), (FONT, 13));
             chart.draw_series([bar]).map_err(|e| err(&e))?;
+            if hi > lo {
+                let whisker = PathElement::new(
+                    vec![(lo, row + 0.5), (hi, row + 0.5)],
+                    BLACK.stroke_width(1),
+                );
+                chart.draw_series([whisker]).map_err(|e| err(&e))?;
+            }
             chart.draw_series([label]).map_err(|e| err(&e))?;
         }
         for _ in &s.limits {

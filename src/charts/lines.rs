@@ -32,6 +32,7 @@ pub(crate) fn line_chart(
                 .iter()
                 .map(|&(x, y, sat)| (x_axis.place(x), y, sat))
                 .collect(),
+            repeats: s.repeats.clone(),
             limits: s
                 .limits
                 .iter()
@@ -54,7 +55,11 @@ pub(crate) fn line_chart(
     });
     let log_x = x_axis == XAxis::Log;
     let (x_lo, x_hi) = bounds(xs, log_x);
-    let ys = series.iter().flat_map(|s| s.values.iter().map(|v| v.1));
+    // Room for the whiskers too.
+    let ys = series.iter().flat_map(|s| {
+        let spread = s.repeats.iter().flatten().copied();
+        s.values.iter().map(|v| v.1).chain(spread)
+    });
     let (y_lo, y_hi) = bounds(ys, log_y);
     let y_lo = if log_y { y_lo } else { 0.0 };
     let y_hi = if log_y { y_hi * 1.5 } else { y_hi * 1.12 };
@@ -189,6 +194,13 @@ where
             chart.draw_series(LineSeries::new(line, c.stroke_width(2)))
         };
         drawn.map_err(|e| err(&e))?;
+        // The spread of the repeats: a whisker from the lowest to the highest.
+        let whiskers = (0..s.values.len()).filter_map(|i| {
+            let (lo, hi) = s.range(i).filter(|(lo, hi)| hi > lo)?;
+            let x = s.values[i].0;
+            Some(PathElement::new(vec![(x, lo), (x, hi)], c.stroke_width(1)))
+        });
+        chart.draw_series(whiskers).map_err(|e| err(&e))?;
         chart
             .draw_series(s.values.iter().map(|&(x, y, saturated)| {
                 // Hollow: the load generator was saturated; the figure is a floor.

@@ -3,6 +3,7 @@
 
 use crate::results::{Point, Run};
 use crate::series::Series;
+use crate::verdict::{compare, Comparison};
 use crate::words::{short_number, thousands};
 
 use super::kind::Experiment;
@@ -61,4 +62,72 @@ pub fn keep(s: &Series) -> Option<(f64, f64, bool)> {
     let base = s.values.iter().find(|v| v.0 == 0.0)?;
     let last = s.values.last()?;
     (last.0 > 0.0 && base.1 > 0.0).then(|| (last.0, last.1 / base.1, base.2 || last.2))
+}
+
+/// How a series changed from its first x (the fewest connections) to the most it held,
+/// held against the run's noise floor.
+pub struct Change<'a> {
+    pub series: &'a Series,
+    /// Its medians at the first x and the last.
+    pub from: f64,
+    pub to: f64,
+    /// The last x.
+    pub at: f64,
+    /// Either end was measured with the load generator saturated.
+    pub saturated: bool,
+    /// The last x's repeats against the first's; None with too little to compare.
+    pub comparison: Option<Comparison>,
+}
+
+impl Change<'_> {
+    /// More than noise, up.
+    pub fn grew(&self) -> bool {
+        self.comparison.is_some_and(|c| c.higher())
+    }
+
+    /// More than noise, down.
+    pub fn fell(&self) -> bool {
+        self.comparison.is_some_and(|c| c.lower())
+    }
+
+    /// last / first.
+    pub fn ratio(&self) -> f64 {
+        self.to / self.from
+    }
+}
+
+/// Each series' change from its first x to its last, against `floor`.
+pub fn changes(series: &[Series], floor: f64) -> Vec<Change<'_>> {
+    series
+        .iter()
+        .filter_map(|s| {
+            let (first, last) = (s.values.first()?, s.values.last()?);
+            if last.0 <= first.0 {
+                return None;
+            }
+            let comparison = compare(s.repeats.last()?, s.repeats.first()?, floor);
+            Some(Change {
+                series: s,
+                from: first.1,
+                to: last.1,
+                at: last.0,
+                saturated: first.2 || last.2,
+                comparison,
+            })
+        })
+        .collect()
+}
+
+/// "a, b and c".
+pub fn and_list(names: &[String]) -> String {
+    match names {
+        [] => String::new(),
+        [one] => one.clone(),
+        [init @ .., last] => format!("{} and {last}", init.join(", ")),
+    }
+}
+
+/// "this run's noise floor (6.5%)": what a reader holds the verdicts against.
+pub fn floor_words(floor: f64) -> String {
+    format!("this run's noise floor ({:.1}%)", floor * 100.0)
 }

@@ -7,9 +7,10 @@ use crate::charts::spec::{ChartSpec, Kind, XAxis};
 use crate::results::{Point, Run};
 use crate::roster::{Contender, ROSTER};
 use crate::series::Series;
+use crate::verdict;
 use crate::words::thousands;
 
-use super::caption::{cpu_parts, floor_mark, floor_note, keep};
+use super::caption::{and_list, changes, floor_mark, floor_note, floor_words, short, Change};
 use super::kind::Experiment;
 
 /// Its charts, in the order the report shows them.
@@ -72,31 +73,74 @@ pub const CHARTS: &[ChartSpec] = &[
 pub const TABLES: &[fn(&Run) -> String] = &[|run| counters_md(run, None)];
 
 pub fn idle_throughput(run: &Run) -> String {
+    let floor = verdict::floor(run);
+    let series = run.series(Experiment::Idle, Point::rps);
+    let changes = changes(&series, floor);
     let mut floors = false;
-    let parts: Vec<String> = run
-        .series(Experiment::Idle, Point::rps)
+    let kept: Vec<String> = changes
         .iter()
-        .filter_map(|s| keep(s).map(|k| (s, k)))
-        .map(|(s, (x, ratio, saturated))| {
-            floors |= saturated;
-            let limit = s.limits.first().map_or(String::new(), |l| {
-                format!(", and cannot hold {}", thousands(l.0))
-            });
+        .filter(|c| !c.fell())
+        .map(|c| {
+            floors |= c.saturated;
+            format!("{}{}", c.series.name, floor_mark(c.saturated))
+        })
+        .collect();
+    let mut fell: Vec<&Change> = changes.iter().filter(|c| c.fell()).collect();
+    fell.sort_by(|a, b| a.ratio().total_cmp(&b.ratio()));
+    let fell: Vec<String> = fell
+        .iter()
+        .map(|c| {
+            floors |= c.saturated;
             format!(
-                "{} keeps {:.0}%{} of its 0-idle throughput at {} idle{limit}",
-                s.name,
-                ratio * 100.0,
-                floor_mark(saturated),
-                thousands(x)
+                "{} to {:.0}%{} at {}",
+                c.series.name,
+                c.ratio() * 100.0,
+                floor_mark(c.saturated),
+                thousands(c.at)
             )
         })
         .collect();
+    let mut parts = Vec::new();
+    if !kept.is_empty() {
+        parts.push(format!(
+            "{} kept their 0-idle throughput at the most idle connections each held \
+             (within noise, or more)",
+            and_list(&kept)
+        ));
+    }
+    if !fell.is_empty() {
+        parts.push(format!("fell, most first: {}", and_list(&fell)));
+    }
+    parts.extend(limits(&series));
     format!(
-        "The same {} busy connections, with more and more idle ones beside them: {}.{}",
+        "The same {} busy connections, with more and more idle ones beside them, held \
+         against {}: {}.{}",
         run.settings.busy_connections,
+        floor_words(floor),
         parts.join("; "),
         floor_note(floors)
     )
+}
+
+/// "select could not hold 1,000; a, b and c could not hold 30,000": where the series
+/// met their limits, those that met it at the same x together.
+fn limits(series: &[Series]) -> Option<String> {
+    let mut at: Vec<(f64, Vec<String>)> = Vec::new();
+    for s in series {
+        let Some((x, _)) = s.limits.first() else {
+            continue;
+        };
+        match at.iter_mut().find(|(y, _)| y == x) {
+            Some((_, names)) => names.push(s.name.clone()),
+            None => at.push((*x, vec![s.name.clone()])),
+        }
+    }
+    at.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let met: Vec<String> = at
+        .iter()
+        .map(|(x, names)| format!("{} could not hold {}", and_list(names), thousands(*x)))
+        .collect();
+    (!met.is_empty()).then(|| met.join("; "))
 }
 
 pub fn idle_p99(run: &Run) -> String {
@@ -128,12 +172,55 @@ pub fn idle_p99(run: &Run) -> String {
 }
 
 pub fn idle_cpu_per_request(run: &Run) -> String {
-    let parts = cpu_parts(run, Experiment::Idle);
+    let floor = verdict::floor(run);
+    let series = run.series(Experiment::Idle, Point::cpu_us_per_request);
+    let changes = changes(&series, floor);
+    let same: Vec<String> = changes
+        .iter()
+        .filter(|c| !c.grew() && !c.fell())
+        .map(|c| c.series.name.clone())
+        .collect();
+    let mut grew: Vec<&Change> = changes.iter().filter(|c| c.grew()).collect();
+    grew.sort_by(|a, b| b.ratio().total_cmp(&a.ratio()));
+    let grew: Vec<String> = grew
+        .iter()
+        .map(|c| {
+            format!(
+                "{} {:.1} → {:.1} µs at {} ({:.1}×, {}/s a CPU)",
+                c.series.name,
+                c.from,
+                c.to,
+                thousands(c.at),
+                c.ratio(),
+                short(1e6 / c.to)
+            )
+        })
+        .collect();
+    let fell: Vec<String> = changes
+        .iter()
+        .filter(|c| c.fell())
+        .map(|c| format!("{} ({:.1} → {:.1} µs)", c.series.name, c.from, c.to))
+        .collect();
+    let mut parts = Vec::new();
+    if !same.is_empty() {
+        parts.push(format!(
+            "indistinguishable from 0 idle at the most each held: {}",
+            and_list(&same)
+        ));
+    }
+    if !grew.is_empty() {
+        parts.push(format!("grew, most first: {}", and_list(&grew)));
+    }
+    if !fell.is_empty() {
+        parts.push(format!("fell: {}", and_list(&fell)));
+    }
+    parts.extend(limits(&series));
     format!(
-        "Server CPU time per answered request, the figure no load generator can cap, from 0 \
-         idle connections to the most each model held (an O(n) scan per wait shows up here \
-         first), and the requests per second one CPU could serve at that cost: {}.",
-        parts.join(", ")
+        "Server CPU time per answered request, the figure no load generator can cap (an \
+         O(n) scan per wait shows up here first), from 0 idle connections to the most each \
+         model held, held against {}: {}.",
+        floor_words(floor),
+        parts.join("; ")
     )
 }
 

@@ -45,6 +45,9 @@ pub struct Facts {
     pub route: Option<&'static str>,
     /// Real peers (nginx, Tornado) join it: they serve `/` only.
     pub peers: bool,
+    /// Its models include the run's A/A pair (a model measured again under another
+    /// name): the gap between the two is the noise floor its verdicts are held against.
+    pub noise_floor: bool,
     /// Models (and peers) run more than once, once per variant (the lesson of the
     /// experiment); other models run once, as they are.
     pub variants: &'static [(&'static Contender, &'static [Variant])],
@@ -90,6 +93,7 @@ pub const EXPERIMENTS: &[Facts] = &[
         cpu_leads: true,
         keep_alive: true,
         route: None,
+        noise_floor: true,
         peers: true,
         // Each model as its practitioners write it, beside the naive form it replaced.
         variants: &[
@@ -119,6 +123,7 @@ pub const EXPERIMENTS: &[Facts] = &[
         cpu_leads: true,
         keep_alive: true,
         route: None,
+        noise_floor: false,
         peers: true,
         variants: &[],
         charts: active::CHARTS,
@@ -135,6 +140,7 @@ pub const EXPERIMENTS: &[Facts] = &[
         cpu_leads: true,
         keep_alive: false,
         route: None,
+        noise_floor: false,
         peers: true,
         variants: &[],
         charts: churn::CHARTS,
@@ -151,6 +157,7 @@ pub const EXPERIMENTS: &[Facts] = &[
         cpu_leads: false,
         keep_alive: true,
         route: Some("/sleep/"),
+        noise_floor: false,
         peers: false,
         // Tornado's lesson: the blocking work on the loop, then on an executor of more
         // threads than there are connections, so that none waits for a thread; and a
@@ -189,6 +196,7 @@ pub const EXPERIMENTS: &[Facts] = &[
         cpu_leads: false,
         keep_alive: true,
         route: None,
+        noise_floor: false,
         peers: false,
         variants: &[],
         charts: wait_cost::CHARTS,
@@ -205,6 +213,7 @@ pub const EXPERIMENTS: &[Facts] = &[
         cpu_leads: false,
         keep_alive: true,
         route: None,
+        noise_floor: false,
         peers: false,
         // The thread pool as it comes, and with its main thread buffering headers.
         variants: &[(

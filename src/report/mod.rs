@@ -4,6 +4,7 @@
 
 mod machine;
 mod networks;
+mod noise;
 mod tables;
 
 use std::fmt::Write as _;
@@ -19,6 +20,7 @@ use crate::words::thousands;
 
 pub use machine::machine_md;
 pub use networks::{networks_md, one_connection_md};
+pub use noise::noise_md;
 pub use tables::table;
 use tables::{grid, table_md, Figure, LEGEND};
 
@@ -30,6 +32,7 @@ pub fn markdown(run: &Run, drawn: &[&ChartSpec]) -> String {
         run.profile, run.started
     );
     md.push_str(&machine_md(run));
+    md.push_str(&noise_md(run));
     for experiment in Experiment::all() {
         md.push_str(&section(run, drawn, experiment, ""));
     }

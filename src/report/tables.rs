@@ -16,9 +16,20 @@ pub(crate) struct Figure {
     /// Its name in a terminal table's corner.
     pub(crate) short: &'static str,
     y: fn(&Point) -> Option<f64>,
-    cell: fn(f64) -> String,
+    /// A value, with the spread of its repeats where there were several.
+    cell: fn(f64, Option<f64>) -> String,
     /// A saturated load generator makes it a floor (starred); CPU per request is not.
     floors: bool,
+    /// What a cell says where the point was measured yet has no figure.
+    unmeasured: &'static str,
+}
+
+/// `12,345 ±678`: a value and its spread.
+fn with_spread(v: f64, spread: Option<f64>) -> String {
+    match spread {
+        Some(s) => format!("{} ±{}", thousands(v), thousands(s)),
+        None => thousands(v),
+    }
 }
 
 impl Figure {
@@ -29,8 +40,9 @@ impl Figure {
             name: facts.y_name,
             short: facts.y_name,
             y: facts.y,
-            cell: thousands,
+            cell: with_spread,
             floors: true,
+            unmeasured: "–",
         }
     }
 
@@ -40,8 +52,12 @@ impl Figure {
                could serve at that cost",
         short: "server CPU µs per request (one CPU's capacity)",
         y: Point::cpu_us_per_request,
-        cell: |v| format!("{v:.1} ({}/s)", short(1e6 / v)),
+        cell: |v, spread| match spread {
+            Some(s) => format!("{v:.1} ±{s:.1} ({}/s)", short(1e6 / v)),
+            None => format!("{v:.1} ({}/s)", short(1e6 / v)),
+        },
         floors: false,
+        unmeasured: "few answers",
     };
 }
 
@@ -68,17 +84,27 @@ pub(crate) fn grid(
         .collect();
     xs.sort_by(f64::total_cmp);
     xs.dedup();
+    let measured = |s: &crate::series::Series, x: f64| {
+        run.points.iter().any(|p| {
+            p.experiment == experiment && p.x() == x && p.load.is_some() && p.series_key() == s.key
+        })
+    };
     let rows = series
         .iter()
         .map(|s| {
             let cells = xs
                 .iter()
                 .map(|&x| {
+                    let at = s.values.iter().position(|v| v.0 == x);
                     if s.limits.iter().any(|l| l.0 == x) {
                         "limit".to_string()
-                    } else if let Some(v) = s.values.iter().find(|v| v.0 == x) {
+                    } else if let Some(i) = at {
+                        let v = s.values[i];
                         let star = if v.2 && figure.floors { "*" } else { "" };
-                        format!("{}{star}", (figure.cell)(v.1))
+                        let spread = s.spread(i).filter(|_| s.repeats[i].len() > 1);
+                        format!("{}{star}", (figure.cell)(v.1, spread))
+                    } else if measured(s, x) {
+                        figure.unmeasured.to_string()
                     } else {
                         "–".to_string()
                     }
@@ -139,5 +165,8 @@ pub(crate) fn figure_md(
 }
 
 pub(crate) const LEGEND: &str =
-    "`limit`: the model could not hold this point (reasons in the chart notes \
-    and run.json); `*`: the load generator was saturated, so the figure is a floor.\n\n";
+    "Each cell is the median of the point's repeats; `±` is half their range (lowest to \
+    highest), where there were several. `limit`: the model could not hold this point \
+    (reasons in the chart notes and run.json); `*`: the load generator was saturated, so \
+    the figure is a floor; `few answers`: fewer than 100 answers in the window, too few \
+    for a CPU per request.\n\n";
