@@ -191,7 +191,7 @@ fn et_faster(run: &Run) -> String {
         cpu_at(run, &names, max).join(", "),
         thousands(max),
         syscalls.join(", "),
-        verdicts(run, names[0], names[1], max)
+        verdicts(run, names[0], names[1], max) + &verdicts(run, names[2], names[0], max)
     )
 }
 

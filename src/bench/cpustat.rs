@@ -88,8 +88,8 @@ pub fn interference(
 /// The interference a window may carry and still count (chosen by measurement: see
 /// the methodology chapter, "Noise").
 pub const THRESHOLD: Threshold = Threshold {
-    steal_pct: 5.0,
-    others_pct: 10.0,
+    steal_pct: 3.0,
+    others_pct: 8.0,
 };
 
 /// How much interference a window may carry and still count.

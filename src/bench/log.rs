@@ -62,7 +62,11 @@ impl Log {
         } else {
             "nothing measured".into()
         };
-        let line = format!("{what}: {result}");
+        self.say(&format!("{what}: {result}"));
+    }
+
+    /// A line above the bar, or on stderr when there is none.
+    pub(super) fn say(&self, line: &str) {
         if self.bar.is_hidden() {
             eprintln!("{line}");
         } else {

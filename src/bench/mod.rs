@@ -50,8 +50,7 @@ fn undisturbed(rig: &Rig, job: &measure::Job, log: &Log) -> Point {
         let why = found.as_ref().and_then(|i| cpustat::THRESHOLD.exceeded(i));
         match (why, found) {
             (Some(why), Some(interference)) if discarded.len() < AGAIN => {
-                log.bar
-                    .println(format!("{}: measured again: {why}", job.label));
+                log.say(&format!("{}: measured again: {why}", job.label));
                 discarded.push(Discarded {
                     why,
                     interference,

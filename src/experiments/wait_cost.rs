@@ -5,6 +5,7 @@ use std::fmt::Write as _;
 use crate::charts::spec::{ChartSpec, Kind, XAxis};
 use crate::results::Run;
 use crate::roster::{self, Contender};
+use crate::verdict;
 use crate::words::thousands;
 
 use super::kind::Experiment;
@@ -29,23 +30,33 @@ pub const TABLES: &[fn(&Run) -> String] = &[kerrisk_md];
 
 pub fn wait_cost(run: &Run) -> String {
     let series = run.series(Experiment::WaitCost, |p| p.ns_per_wait);
-    let at = |call: &Contender| {
-        series
-            .iter()
-            .find(|s| s.key.is_plain(call))
-            .and_then(|s| s.values.last().copied())
+    let of = |call: &Contender| series.iter().find(|s| s.key.is_plain(call));
+    let (Some(poll), Some(epoll)) = (of(&roster::POLL_CALL), of(&roster::EPOLL_CALL)) else {
+        return "One descriptor ready among N: nanoseconds per wait call.".into();
     };
-    match (at(&roster::POLL_CALL), at(&roster::EPOLL_CALL)) {
-        (Some(p), Some(e)) if p.0 == e.0 => format!(
-            "One descriptor ready among N: at {} descriptors a poll call costs {} ns and \
-             an epoll_wait {} ns, {:.0} times less; select stops at FD_SETSIZE.",
-            thousands(p.0),
-            thousands(p.1),
-            thousands(e.1),
-            p.1 / e.1
-        ),
-        _ => "One descriptor ready among N: nanoseconds per wait call.".into(),
+    let (Some(p), Some(e)) = (poll.values.last(), epoll.values.last()) else {
+        return "One descriptor ready among N: nanoseconds per wait call.".into();
+    };
+    if p.0 != e.0 {
+        return "One descriptor ready among N: nanoseconds per wait call.".into();
     }
+    let floor = verdict::floor(run);
+    let c = poll
+        .repeats_at(p.0)
+        .zip(epoll.repeats_at(e.0))
+        .and_then(|(a, b)| verdict::compare(a, b, floor));
+    let against = match c {
+        Some(c) if c.higher() => format!("{:.0} times less", c.ratio),
+        Some(c) if c.lower() => format!("{:.1} times more", 1.0 / c.ratio),
+        _ => "indistinguishable in this run".into(),
+    };
+    format!(
+        "One descriptor ready among N: at {} descriptors a poll call costs {} ns and an \
+         epoll_wait {} ns, {against}; select stops at FD_SETSIZE.",
+        thousands(p.0),
+        thousands(p.1),
+        thousands(e.1),
+    )
 }
 
 /// Kerrisk's seconds for 100,000 monitoring operations, at N = 10, 100, 1000, 10000
