@@ -157,6 +157,7 @@ fn charts_and_sentences(
 /// chapter's results.
 fn pages(out: &Path, run: &Run, drawn: &[&ChartSpec], files: &mut Files) {
     files.insert(out.join("machine.md"), report::machine_md(run).into_bytes());
+    files.insert(out.join("noise.md"), report::noise_body(run).into_bytes());
     for experiment in Experiment::all() {
         let md = report::section(run, drawn, experiment, "generated/charts/");
         files.insert(

@@ -393,6 +393,10 @@ pub struct Interference {
     pub server_others_pct: f64,
     /// Time the hypervisor gave the load generator's CPUs to another guest.
     pub load_steal_pct: f64,
+    /// How much slower than at the run's start a fixed piece of work ran on the
+    /// server's CPU during the window (`bench/pace.rs`): 1.3 is 30% slower.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_slowdown: Option<f64>,
 }
 
 /// A window measured and then measured again, because something else ran in it.

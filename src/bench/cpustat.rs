@@ -82,6 +82,7 @@ pub fn interference(
         server_steal_pct: pct(server.steal_s, server_cpus.len()),
         server_others_pct: pct((server.busy_s - server_cpu_s).max(0.0), server_cpus.len()),
         load_steal_pct: pct(load.steal_s, load_cpus.len()),
+        server_slowdown: None,
     }
 }
 
@@ -90,6 +91,7 @@ pub fn interference(
 pub const THRESHOLD: Threshold = Threshold {
     steal_pct: 3.0,
     others_pct: 8.0,
+    slowdown: 1.2,
 };
 
 /// How much interference a window may carry and still count.
@@ -99,6 +101,8 @@ pub struct Threshold {
     pub steal_pct: f64,
     /// Other tasks on the server's CPUs, in % of the window.
     pub others_pct: f64,
+    /// How much slower the server's CPU may run than at the run's start.
+    pub slowdown: f64,
 }
 
 impl Threshold {
@@ -116,7 +120,14 @@ impl Threshold {
                 found.server_others_pct, self.others_pct
             ))
         } else {
-            None
+            let slow = found.server_slowdown.filter(|s| *s > self.slowdown);
+            slow.map(|slow| {
+                format!(
+                    "the server's CPU ran {:.0}% slower than at the run's start (over {:.0}%)",
+                    (slow - 1.0) * 100.0,
+                    (self.slowdown - 1.0) * 100.0
+                )
+            })
         }
     }
 }
@@ -156,9 +167,15 @@ mod tests {
         let threshold = Threshold {
             steal_pct: 10.0,
             others_pct: 20.0,
+            slowdown: 1.5,
         };
         assert!(threshold.exceeded(&found).unwrap().contains("stolen"));
         let quiet = interference(&before, &before, &[0], &[1], 0.0, 1.0);
         assert_eq!(threshold.exceeded(&quiet), None);
+        let slow = Interference {
+            server_slowdown: Some(1.6),
+            ..quiet
+        };
+        assert!(threshold.exceeded(&slow).unwrap().contains("60% slower"));
     }
 }

@@ -13,6 +13,7 @@ use iomodels_servers::Snapshot;
 use super::child::Server;
 use super::cpustat::{self, CpuTimes};
 use super::log::Log;
+use super::pace::Pacer;
 use super::procfs::ProcSample;
 use super::quota::{CpuQuota, Usage};
 use super::rig::Rig;
@@ -144,6 +145,8 @@ pub fn load_generator(rig: &Rig, job: &Job, log: &Log) -> Point {
         }
     };
     let config = load(rig, job, &server);
+    // How fast the server's CPU runs meanwhile, beside it.
+    let pacer = rig.pace.map(|(cpu, base)| Pacer::start(cpu, base));
     let sampler = Sampler {
         bar: &log.bar,
         job: job.label.clone(),
@@ -177,7 +180,10 @@ pub fn load_generator(rig: &Rig, job: &Job, log: &Log) -> Point {
         Ok(report) => {
             if let [Some(e0), Some(e1)] = &edges {
                 let server = metrics(e0, e1);
-                point.interference = interference(rig, e0, e1, &server);
+                point.interference = interference(rig, e0, e1, &server).map(|i| Interference {
+                    server_slowdown: pacer.as_ref().and_then(|p| p.slowdown(e0.at, e1.at)),
+                    ..i
+                });
                 point.server = Some(server);
             }
             point.limit = held_everything(&report, point.server.as_ref(), &server);

@@ -15,6 +15,7 @@ pub mod machine;
 pub mod measure;
 pub mod network;
 pub mod options;
+pub mod pace;
 pub mod peers;
 pub mod plan;
 pub mod procfs;

@@ -61,6 +61,9 @@ pub struct Rig {
     pub(super) server_host: HostLimits,
     /// The cgroup every server runs in, when the run limits their CPU.
     pub(super) quota: Option<CpuQuota>,
+    /// The pace probe's time on the server's CPU as the run began (`pace.rs`), where
+    /// the server is pinned here.
+    pub(super) pace: Option<(usize, f64)>,
     /// Where the servers listen and the load comes from.
     pub(super) network: Network,
     /// The other host our servers run on, when they do not run here.
@@ -131,7 +134,12 @@ impl Rig {
                 fd_limit,
             },
         };
+        let pace = match (&remote, pinning.server_cpus.first()) {
+            (None, Some(&cpu)) => super::pace::calibrate(cpu).map(|base| (cpu, base)),
+            _ => None,
+        };
         let rig = Rig {
+            pace,
             exe: wanted.exe.to_path_buf(),
             out: wanted.out.to_path_buf(),
             plan: wanted.plan,

@@ -20,7 +20,7 @@ use crate::words::thousands;
 
 pub use machine::machine_md;
 pub use networks::{networks_md, one_connection_md};
-pub use noise::noise_md;
+pub use noise::{noise_body, noise_md};
 pub use tables::table;
 use tables::{grid, table_md, Figure, LEGEND};
 

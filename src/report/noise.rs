@@ -12,10 +12,12 @@ use crate::words::thousands;
 
 /// The noise section, near the top of REPORT.md.
 pub fn noise_md(run: &Run) -> String {
-    let mut md = String::from("## Noise: what this run can tell apart\n\n");
-    md.push_str(&floor_md(run));
-    md.push_str(&interference_md(run));
-    md
+    String::from("## Noise: what this run can tell apart\n\n") + &noise_body(run)
+}
+
+/// What the section says, without its heading (the book includes it in a chapter).
+pub fn noise_body(run: &Run) -> String {
+    floor_md(run) + &interference_md(run)
 }
 
 fn floor_md(run: &Run) -> String {
