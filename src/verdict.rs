@@ -33,10 +33,12 @@ pub struct Comparison {
 }
 
 impl Comparison {
-    /// Both tests say they differ.
+    /// Both tests say they differ: the bootstrap's interval leaves out 1, and the gap
+    /// (|a - b| over their mean, as the A/A gap is taken) is wider than the floor.
     pub fn differs(&self) -> bool {
         let outside = self.low > 1.0 || self.high < 1.0;
-        outside && (self.ratio - 1.0).abs() > self.floor
+        let gap = (self.ratio - 1.0).abs() / ((self.ratio + 1.0) / 2.0);
+        outside && gap > self.floor
     }
 
     /// a is lower than b, and that is more than noise.
@@ -50,8 +52,13 @@ impl Comparison {
     }
 }
 
-/// `a` against `b`, held against `floor` (a fraction); None when either is empty.
+/// `a` against `b`, held against `floor` (a fraction); None when either side has fewer
+/// than two repeats (one window a side has no spread to hold a difference against, so
+/// nothing is said to differ: "indistinguishable in this run").
 pub fn compare(a: &[f64], b: &[f64], floor: f64) -> Option<Comparison> {
+    if a.len() < 2 || b.len() < 2 {
+        return None;
+    }
     let ratio = median(a)? / median(b)?;
     if !ratio.is_finite() {
         return None;
@@ -66,6 +73,9 @@ pub fn compare(a: &[f64], b: &[f64], floor: f64) -> Option<Comparison> {
             Some(ma / mb).filter(|r| r.is_finite())
         })
         .collect();
+    if ratios.is_empty() {
+        return None;
+    }
     ratios.sort_by(f64::total_cmp);
     let at = |q: f64| ratios[((ratios.len() - 1) as f64 * q).round() as usize];
     Some(Comparison {
@@ -94,8 +104,8 @@ impl XorShift {
     }
 }
 
-/// The run's A/A pair in the idle experiment: at each x, the server's median CPU per
-/// request and its twin's, and how far apart they are.
+/// The run's A/A pair in the idle experiment: at each x, the server's median of a figure
+/// (CPU per request, unless said otherwise) and its twin's, and how far apart they are.
 #[derive(Clone, Debug, PartialEq)]
 pub struct NoiseFloor {
     /// Who was measured twice.
@@ -106,9 +116,14 @@ pub struct NoiseFloor {
 }
 
 impl NoiseFloor {
-    /// The run's pair, if it measured one.
+    /// The run's pair in CPU per request, if it measured one.
     pub fn of(run: &Run) -> Option<NoiseFloor> {
-        let all = run.all_series(Experiment::Idle, Point::cpu_us_per_request);
+        NoiseFloor::of_figure(run, Point::cpu_us_per_request)
+    }
+
+    /// The run's pair in the figure `y`, if it measured one.
+    pub fn of_figure(run: &Run, y: fn(&Point) -> Option<f64>) -> Option<NoiseFloor> {
+        let all = run.all_series(Experiment::Idle, y);
         let twin = all.iter().find_map(|s| {
             let of = s.key.contender().twin_of()?;
             Some((s, of))
@@ -141,10 +156,16 @@ impl NoiseFloor {
     }
 }
 
-/// The floor a run's verdicts are held against: its A/A pair's widest gap, or
-/// [`FLOOR_WITHOUT_PAIR`] where it has none.
+/// The floor a run's verdicts on CPU per request are held against: its A/A pair's
+/// widest gap, or [`FLOOR_WITHOUT_PAIR`] where it has none.
 pub fn floor(run: &Run) -> f64 {
-    NoiseFloor::of(run).map_or(FLOOR_WITHOUT_PAIR, |f| f.worst())
+    floor_of(run, Point::cpu_us_per_request)
+}
+
+/// The floor for verdicts on the figure `y`: the pair's widest gap in that figure (it
+/// was measured in the idle experiment), or [`FLOOR_WITHOUT_PAIR`] where there is none.
+pub fn floor_of(run: &Run, y: fn(&Point) -> Option<f64>) -> f64 {
+    NoiseFloor::of_figure(run, y).map_or(FLOOR_WITHOUT_PAIR, |f| f.worst())
 }
 
 #[cfg(test)]
@@ -187,6 +208,8 @@ mod tests {
     #[test]
     fn nothing_to_compare_is_none() {
         assert_eq!(compare(&[], &[1.0], 0.1), None);
-        assert_eq!(compare(&[1.0], &[0.0], 0.1), None);
+        assert_eq!(compare(&[1.0, 1.0], &[0.0, 0.0], 0.1), None);
+        // One window a side: no spread to hold a difference against.
+        assert_eq!(compare(&[1.0], &[2.0], 0.1), None);
     }
 }

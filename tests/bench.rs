@@ -537,3 +537,75 @@ fn netns_puts_the_server_and_the_load_on_two_hosts() {
         "namespaces left behind: {left}"
     );
 }
+
+/// A run made of chosen repeats: `(model, idle, CPU µs per request of each repeat)`,
+/// every point otherwise the fixture's first idle point of epoll-et.
+fn synthetic(series: &[(&str, usize, &[f64])]) -> Run {
+    let mut run = Run::load(&fixture()).unwrap();
+    let template = run
+        .points
+        .iter()
+        .find(|p| p.experiment == Experiment::Idle && p.model == "epoll-et" && p.limit.is_none())
+        .unwrap()
+        .clone();
+    run.points.clear();
+    for (model, idle, repeats) in series {
+        for (repeat, us) in repeats.iter().enumerate() {
+            let mut p = template.clone();
+            p.model = model.to_string();
+            p.server_args.clear();
+            p.idle = Some(*idle);
+            p.repeat = repeat as u32;
+            let answered = p.load.as_ref().unwrap().answered_in_window as f64;
+            let server = p.server.as_mut().unwrap();
+            server.cpu_user_s = us * answered / 1e6;
+            server.cpu_sys_s = 0.0;
+            run.points.push(p);
+        }
+    }
+    run
+}
+
+/// Every comparative word comes from the repeats and the A/A floor: an equal pair is
+/// indistinguishable, a model that grows is said to grow, and one burst among three
+/// repeats does not make a lesson.
+#[test]
+fn verdicts_come_from_the_repeats_and_the_noise_floor() {
+    use iomodels::experiments::idle::idle_cpu_per_request;
+    use iomodels::verdict::NoiseFloor;
+    let twin = "epoll-et (A/A)";
+    let run = synthetic(&[
+        ("epoll-et", 0, &[5.0, 5.1, 4.9]),
+        ("epoll-et", 1100, &[5.05, 4.95, 5.0]),
+        (twin, 0, &[5.1, 5.0, 5.2]),
+        (twin, 1100, &[4.9, 5.0, 5.1]),
+        ("select", 0, &[5.0, 5.2, 4.8]),
+        ("select", 1100, &[20.0, 21.0, 19.0]),
+    ]);
+    let floor = NoiseFloor::of(&run).expect("the pair is there");
+    assert!(floor.worst() > 0.0 && floor.worst() < 0.05, "{floor:?}");
+    let said = idle_cpu_per_request(&run);
+    assert!(
+        said.contains("indistinguishable from 0 idle at the most each held: epoll-et;"),
+        "{said}"
+    );
+    assert!(
+        said.contains("grew, most first: select 5.0 → 20.0 µs"),
+        "{said}"
+    );
+    assert!(
+        !said.contains(twin),
+        "the twin is the floor's, not a result: {said}"
+    );
+
+    // One repeat of three doubled by a burst: the median stays, and so does the verdict.
+    let burst = synthetic(&[
+        ("epoll-et", 0, &[5.0, 5.1, 4.9]),
+        ("epoll-et", 1100, &[5.0, 10.2, 5.1]),
+        (twin, 0, &[5.1, 5.0, 5.2]),
+        (twin, 1100, &[4.9, 5.0, 5.1]),
+    ]);
+    let said = idle_cpu_per_request(&burst);
+    assert!(said.contains("indistinguishable from 0 idle"), "{said}");
+    assert!(!said.contains("grew"), "{said}");
+}

@@ -97,7 +97,8 @@ pub const THRESHOLD: Threshold = Threshold {
 /// How much interference a window may carry and still count.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Threshold {
-    /// Steal on any of the CPUs used, in % of the window.
+    /// Steal on the server's CPUs or on the load generator's (each side averaged over
+    /// its CPUs), in % of the window.
     pub steal_pct: f64,
     /// Other tasks on the server's CPUs, in % of the window.
     pub others_pct: f64,

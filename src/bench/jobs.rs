@@ -181,7 +181,10 @@ fn job(facts: &Facts, who: &Who, repeat: u32, x: usize, rig: &Rig) -> Job {
         slow,
         ..Point::default()
     };
-    let processes = !who.joins() && roster::find(&who.name).model().is_some_and(|m| m.processes);
+    let processes = !who.joins()
+        && roster::find(&who.name)
+            .serves()
+            .is_some_and(|m| m.processes);
     if processes {
         let connections = idle.unwrap_or(0) + active.unwrap_or(0);
         let per_process = rig.server_host.per_process;

@@ -15,7 +15,7 @@ use super::cpustat::{self, CpuTimes};
 use super::log::Log;
 use super::pace::Pacer;
 use super::procfs::ProcSample;
-use super::quota::{CpuQuota, Usage};
+use super::quota::CpuQuota;
 use super::rig::Rig;
 use super::{peers, slowloris, wait_cost};
 use crate::results::{CrossCheck, Interference, Limit, Point, ServerMetrics, ServerTimeouts};
@@ -301,7 +301,7 @@ fn metrics(e0: &Edge, e1: &Edge) -> ServerMetrics {
         _ => None,
     };
     let (cpu_user_s, cpu_sys_s, from) = match (e0.usage, e1.usage) {
-        (Some(u0), Some(u1)) => (u1.user_s - u0.user_s, u1.sys_s - u0.sys_s, "cpuacct"),
+        (Some(u0), Some(u1)) => (u1.user_s - u0.user_s, u1.sys_s - u0.sys_s, u1.from),
         _ => (
             e1.proc.user_s - e0.proc.user_s,
             e1.proc.sys_s - e0.proc.sys_s,
@@ -335,13 +335,21 @@ fn interference(rig: &Rig, e0: &Edge, e1: &Edge, server: &ServerMetrics) -> Opti
     ))
 }
 
+/// The server's CPU time so far, and how its cgroup counted it (`cpuacct`, `cpu.stat`).
+#[derive(Clone, Copy)]
+struct Counted {
+    user_s: f64,
+    sys_s: f64,
+    from: &'static str,
+}
+
 /// The server and the machine at one edge of the window.
 struct Edge {
     /// Its counters (ours only).
     counters: Option<Snapshot>,
     proc: ProcSample,
-    /// Its cgroup's CPU time, where it runs in one.
-    usage: Option<Usage>,
+    /// Its cgroup's CPU time, where it runs in one, and how the cgroup counts it.
+    usage: Option<Counted>,
     /// Every CPU's times (/proc/stat).
     cpus: Vec<(usize, CpuTimes)>,
     at: Instant,
@@ -364,7 +372,14 @@ impl Sampler<'_> {
     fn sample(&self, edge: usize) {
         let counters = self.server.snapshot();
         if let Some(proc) = self.server.proc_sample() {
-            let usage = self.account.and_then(CpuQuota::usage);
+            let usage = self.account.and_then(|a| {
+                let from = a.counts_by()?;
+                a.usage().map(|u| Counted {
+                    user_s: u.user_s,
+                    sys_s: u.sys_s,
+                    from,
+                })
+            });
             let (cpus, at) = (cpustat::sample(), Instant::now());
             self.edges.lock().unwrap()[edge] = Some(Edge {
                 counters,

@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use crate::experiments::kind::Experiment;
+
 /// How much to measure.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Profile {
@@ -81,8 +83,7 @@ impl Plan {
     /// two rounds of every connection's blocking work one after the other: io-uring runs
     /// the handlers of one completion batch (every connection's `/sleep`) before it
     /// submits any send, so a shorter window can end before its first answer.
-    pub(super) fn window_for(&self, experiment: crate::experiments::Experiment) -> Duration {
-        use crate::experiments::Experiment;
+    pub(super) fn window_for(&self, experiment: Experiment) -> Duration {
         let (connections, ms) = self.blocking;
         match experiment {
             Experiment::Blocking => {

@@ -121,8 +121,16 @@ impl CpuQuota {
             } else if Path::new(V1_CPUACCT).join("cpuacct.usage_user").exists()
                 && make(&apart).is_ok()
             {
-                procs.push(procs_of(&apart)?);
-                Some(Account::V1(apart))
+                match procs_of(&apart) {
+                    Ok(p) => {
+                        procs.push(p);
+                        Some(Account::V1(apart))
+                    }
+                    Err(_) => {
+                        let _ = std::fs::remove_dir(&apart);
+                        None
+                    }
+                }
             } else {
                 None
             }

@@ -23,17 +23,7 @@ pub(crate) fn bar_chart(
     let root = SVGBackend::new(path, SIZE).into_drawing_area();
     root.fill(&WHITE).map_err(|e| err(&e))?;
     let (upper, lower) = root.split_vertically(PLOT_HEIGHT);
-    let mut groups: Vec<f64> = series
-        .iter()
-        .flat_map(|s| {
-            s.values
-                .iter()
-                .map(|v| v.0)
-                .chain(s.limits.iter().map(|l| l.0))
-        })
-        .collect();
-    groups.sort_by(f64::total_cmp);
-    groups.dedup();
+    let groups = groups(series);
     if let [group] = groups[..] {
         // One x only: a row per series, named beside its bar, so no legend is needed
         // and no two bars are told apart by colour alone.
@@ -48,16 +38,7 @@ pub(crate) fn bar_chart(
             notes,
         );
     }
-    let y_hi = series
-        .iter()
-        .flat_map(|s| {
-            s.values
-                .iter()
-                .map(|v| v.1)
-                .chain(s.repeats.iter().flatten().copied())
-        })
-        .fold(1.0, f64::max)
-        * 1.6; // headroom: the legend sits above the bars
+    let y_hi = highest(series) * 1.6; // headroom: the legend sits above the bars
     let n = groups.len() as f64;
     let labels = groups.clone();
     let mut chart = ChartBuilder::on(&upper)
@@ -137,6 +118,33 @@ pub(crate) fn bar_chart(
     root.present().map_err(|e| err(&e))
 }
 
+/// Every x of the series, in order: a group of bars each.
+fn groups(series: &[Series]) -> Vec<f64> {
+    let mut groups: Vec<f64> = series
+        .iter()
+        .flat_map(|s| {
+            s.values
+                .iter()
+                .map(|v| v.0)
+                .chain(s.limits.iter().map(|l| l.0))
+        })
+        .collect();
+    groups.sort_by(f64::total_cmp);
+    groups.dedup();
+    groups
+}
+
+/// The highest bar or whisker (at least 1).
+fn highest(series: &[Series]) -> f64 {
+    series
+        .iter()
+        .flat_map(|s| {
+            let repeats = s.repeats.iter().flatten().copied();
+            s.values.iter().map(|v| v.1).chain(repeats)
+        })
+        .fold(1.0, f64::max)
+}
+
 /// Horizontal bars, one row per series with its name and value beside it.
 pub(crate) fn row_chart(
     root: Area,
@@ -148,16 +156,7 @@ pub(crate) fn row_chart(
     notes: &[String],
 ) -> Result<(), String> {
     let err = |e: &dyn std::fmt::Display| e.to_string();
-    let x_hi = series
-        .iter()
-        .flat_map(|s| {
-            s.values
-                .iter()
-                .map(|v| v.1)
-                .chain(s.repeats.iter().flatten().copied())
-        })
-        .fold(1.0, f64::max)
-        * 1.15; // room for the value after the longest bar
+    let x_hi = highest(series) * 1.15; // room for the value after the longest bar
     let n = series.len();
     let names: Vec<String> = series.iter().map(|s| s.name.clone()).collect();
     let mut chart = ChartBuilder::on(&upper)

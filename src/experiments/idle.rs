@@ -73,7 +73,7 @@ pub const CHARTS: &[ChartSpec] = &[
 pub const TABLES: &[fn(&Run) -> String] = &[|run| counters_md(run, None)];
 
 pub fn idle_throughput(run: &Run) -> String {
-    let floor = verdict::floor(run);
+    let floor = verdict::floor_of(run, Point::rps);
     let series = run.series(Experiment::Idle, Point::rps);
     let changes = changes(&series, floor);
     let mut floors = false;

@@ -40,14 +40,17 @@ pub fn wait_cost(run: &Run) -> String {
     if p.0 != e.0 {
         return "One descriptor ready among N: nanoseconds per wait call.".into();
     }
-    let floor = verdict::floor(run);
+    // The A/A pair measures servers, not wait calls: the floor for runs without one.
+    let floor = verdict::FLOOR_WITHOUT_PAIR;
     let c = poll
         .repeats_at(p.0)
         .zip(epoll.repeats_at(e.0))
         .and_then(|(a, b)| verdict::compare(a, b, floor));
     let against = match c {
-        Some(c) if c.higher() => format!("{:.0} times less", c.ratio),
-        Some(c) if c.lower() => format!("{:.1} times more", 1.0 / c.ratio),
+        Some(c) if c.higher() && c.ratio >= 2.0 => format!("{:.0} times less", c.ratio),
+        Some(c) if c.higher() => format!("{:.0}% less", (1.0 - 1.0 / c.ratio) * 100.0),
+        Some(c) if c.lower() && c.ratio <= 0.5 => format!("{:.0} times more", 1.0 / c.ratio),
+        Some(c) if c.lower() => format!("{:.0}% more", (1.0 / c.ratio - 1.0) * 100.0),
         _ => "indistinguishable in this run".into(),
     };
     format!(

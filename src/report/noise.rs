@@ -54,6 +54,18 @@ fn floor_md(run: &Run) -> String {
     md
 }
 
+/// "0.98–1.12×, median 1.01×" of the pace probe's slowdowns; "unmeasured" without any.
+fn pace(slow: &[f64]) -> String {
+    let (Some(lo), Some(hi), Some(mid)) = (
+        slow.iter().copied().reduce(f64::min),
+        slow.iter().copied().reduce(f64::max),
+        median(slow),
+    ) else {
+        return "(unmeasured)".into();
+    };
+    format!("{lo:.2}–{hi:.2}× (median {mid:.2}×)")
+}
+
 fn interference_md(run: &Run) -> String {
     let measured: Vec<_> = run
         .points
@@ -71,10 +83,17 @@ fn interference_md(run: &Run) -> String {
         .iter()
         .filter(|p| !p.discarded.is_empty())
         .count();
+    // Windows still disturbed after every try (a limit is never measured again).
     let kept_over = measured
         .iter()
-        .filter(|(_, i)| THRESHOLD.exceeded(i).is_some())
+        .filter(|(p, i)| {
+            p.limit.is_none() && p.discarded.len() == AGAIN && THRESHOLD.exceeded(i).is_some()
+        })
         .count();
+    let slow: Vec<f64> = measured
+        .iter()
+        .filter_map(|(_, i)| i.server_slowdown)
+        .collect();
     let steal: Vec<f64> = measured
         .iter()
         .map(|(_, i)| i.server_steal_pct.max(i.load_steal_pct))
@@ -85,14 +104,17 @@ fn interference_md(run: &Run) -> String {
         "What else ran on the CPUs, window by window (`/proc/stat`): steal (the hypervisor \
          running another guest) on the server's or the load generator's CPUs, median {:.1}% \
          of a window, worst {:.1}%; other tasks on the server's CPU, median {:.1}%, worst \
-         {:.1}%. A window with more than {:.0}% steal or {:.0}% other tasks is measured \
-         again, up to {AGAIN} times: ",
+         {:.1}%; a fixed piece of work on the server's CPU ran at {} of its pace at the \
+         run's start. A window with more than {:.0}% steal, {:.0}% other tasks or a CPU \
+         {:.0}% slow is measured again, up to {AGAIN} times: ",
         median(&steal).unwrap_or(0.0),
         worst(&steal),
         median(&others).unwrap_or(0.0),
         worst(&others),
+        pace(&slow),
         THRESHOLD.steal_pct,
-        THRESHOLD.others_pct
+        THRESHOLD.others_pct,
+        (THRESHOLD.slowdown - 1.0) * 100.0
     );
     if again == 0 {
         let _ = write!(md, "none of the {} windows was.", measured.len());

@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 
 use crate::experiments::caption::short;
 use crate::experiments::kind::Experiment;
-use crate::results::{Point, Run};
+use crate::results::{Point, Run, MIN_ANSWERS};
 use crate::roster::Contender;
 use crate::words::thousands;
 
@@ -86,7 +86,15 @@ pub(crate) fn grid(
     xs.dedup();
     let measured = |s: &crate::series::Series, x: f64| {
         run.points.iter().any(|p| {
-            p.experiment == experiment && p.x() == x && p.load.is_some() && p.series_key() == s.key
+            let few = p
+                .load
+                .as_ref()
+                .is_some_and(|l| l.answered_in_window < MIN_ANSWERS);
+            p.experiment == experiment
+                && p.x() == x
+                && p.server.is_some()
+                && few
+                && p.series_key() == s.key
         })
     };
     let rows = series
