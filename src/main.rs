@@ -497,8 +497,16 @@ fn run_bench(args: BenchArgs) -> Result<(), String> {
         server_cpu_share: (args.server_cpu < 1.0).then_some(args.server_cpu),
     };
     let started = std::time::Instant::now();
-    bench::run(&options)?;
+    let measured = bench::run(&options)?;
     let (run, _) = iomodels::plot(&options.out)?;
+    if let Some(why) = &measured.stopped {
+        // Everything the run made is gone by now; what it measured is drawn.
+        eprintln!(
+            "iomodels: {why}; run.json, charts and REPORT.md are in {}",
+            options.out.display()
+        );
+        std::process::exit(bench::stop::STOPPED.into());
+    }
     print!("{}", iomodels::report::terminal(&run));
     println!(
         "{} points in {:.0?}; run.json, charts and REPORT.md are in {}",

@@ -32,6 +32,9 @@ pub struct Run {
     pub notes: Vec<String>,
     /// Our load generator against wrk on one point, when wrk is installed.
     pub crosscheck: Option<CrossCheck>,
+    /// Why the run ended before its last point (a signal), if it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stopped: Option<String>,
     pub points: Vec<Point>,
 }
 
@@ -65,6 +68,9 @@ pub struct Settings {
     pub warmup_s: f64,
     pub window_s: f64,
     pub repeats: u32,
+    /// The idle experiment's, where it differs from `repeats`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_repeats: Option<u32>,
     /// Busy (closed-loop) connections in the idle experiment.
     pub busy_connections: usize,
     pub load_threads: usize,

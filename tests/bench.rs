@@ -609,3 +609,142 @@ fn verdicts_come_from_the_repeats_and_the_noise_floor() {
     assert!(said.contains("indistinguishable from 0 idle"), "{said}");
     assert!(!said.contains("grew"), "{said}");
 }
+
+/// A bench run started in the background, and the folder it writes.
+fn bench_in_background(name: &str) -> (std::process::Child, PathBuf) {
+    let dir = scratch(name, false).join("run");
+    let child = Command::new(env!("CARGO_BIN_EXE_iomodels"))
+        .args([
+            "bench",
+            "--experiments",
+            "idle",
+            "--models",
+            "epoll-et,poll",
+            "--idle-points",
+            "0,1000",
+            "--warmup",
+            "100ms",
+            "--window",
+            "500ms",
+            "--repeats",
+            "20",
+            "--out",
+        ])
+        .arg(&dir)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    (child, dir)
+}
+
+/// Waits (at most 60 s) until the run has saved `points` points.
+#[track_caller]
+fn wait_for_points(dir: &Path, points: usize) {
+    for _ in 0..600 {
+        if Run::load(dir).is_ok_and(|r| r.points.len() >= points) {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    panic!("the run saved fewer than {points} points in 60 s");
+}
+
+/// The cgroups a run of `pid` makes, if any is still there.
+fn cgroups_of(pid: u32) -> Vec<PathBuf> {
+    [
+        "/sys/fs/cgroup/cpu",
+        "/sys/fs/cgroup/cpuacct",
+        "/sys/fs/cgroup/unified",
+    ]
+    .iter()
+    .map(|root| Path::new(root).join(format!("iomodels-bench-{pid}")))
+    .filter(|d| d.exists())
+    .collect()
+}
+
+/// Processes whose parent is `pid` (its servers).
+fn children_of(pid: u32) -> Vec<String> {
+    let list = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"));
+    list.unwrap_or_default()
+        .split_whitespace()
+        .map(String::from)
+        .collect()
+}
+
+/// SIGINT, SIGTERM and SIGHUP each stop a run between or inside points: it exits 130,
+/// keeps every point finished before (drawn by plot), and leaves no server or cgroup
+/// behind.
+#[test]
+fn a_stopped_run_keeps_its_points_and_leaves_nothing_behind() {
+    use nix::sys::signal::{kill, Signal};
+    use nix::unistd::Pid;
+    for (i, signal) in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP]
+        .into_iter()
+        .enumerate()
+    {
+        let (mut child, dir) = bench_in_background(&format!("stopped-{i}"));
+        let pid = child.id();
+        wait_for_points(&dir, 2 + i);
+        kill(Pid::from_raw(pid as i32), signal).unwrap();
+        let mut waited = 0;
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            assert!(waited < 300, "{signal}: the run did not stop within 30 s");
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            waited += 1;
+        };
+        assert_eq!(status.code(), Some(130), "{signal}");
+        let run = Run::load(&dir).unwrap();
+        let stopped = run.stopped.as_deref().unwrap_or_default();
+        assert!(
+            stopped.contains("stopped by a signal"),
+            "{signal}: {stopped:?}"
+        );
+        assert!(
+            run.points.len() >= 2 + i,
+            "{signal}: {} points",
+            run.points.len()
+        );
+        assert!(
+            run.points.iter().all(|p| p.limit.is_none()),
+            "{signal}: a point broken by the stop was kept"
+        );
+        assert!(dir.join("REPORT.md").exists(), "{signal}: plot drew it");
+        assert!(
+            cgroups_of(pid).is_empty(),
+            "{signal}: {:?}",
+            cgroups_of(pid)
+        );
+        assert!(children_of(pid).is_empty(), "{signal}: servers left");
+    }
+}
+
+/// What a run killed outright left (its cgroups) is removed by the next run, which says
+/// so; its servers died with it.
+#[test]
+fn a_killed_runs_leftovers_are_removed_by_the_next() {
+    let (mut child, dir) = bench_in_background("killed");
+    let pid = child.id();
+    wait_for_points(&dir, 1);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(
+        !cgroups_of(pid).is_empty(),
+        "a SIGKILLed run cannot clean up"
+    );
+    let next = Command::new(env!("CARGO_BIN_EXE_iomodels"))
+        .args(["bench", "--experiments", "wait-cost", "--out"])
+        .arg(scratch("after-killed", false).join("run"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&next.stderr);
+    assert!(next.status.success(), "{err}");
+    assert!(
+        err.contains("removed what an earlier run left behind: cgroup")
+            && err.contains(&format!("iomodels-bench-{pid}")),
+        "{err}"
+    );
+    assert!(cgroups_of(pid).is_empty());
+}

@@ -152,6 +152,8 @@ impl Server {
                 for procs in cgroup.iter().flatten() {
                     quota::join(procs)?;
                 }
+                // A server dies with the run, even one killed outright.
+                nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)?;
                 Ok(())
             });
         }

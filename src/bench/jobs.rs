@@ -70,9 +70,10 @@ pub(super) fn plan(options: &Options, peers: &[Who], rig: &Rig) -> Vec<Job> {
     for experiment in Experiment::all().filter(|e| options.experiments.contains(e)) {
         let facts = experiment.facts();
         let who = who(facts, options, peers, rig.server_cores);
-        for repeat in 0..plan.repeats {
+        let repeats = plan.repeats_for(experiment);
+        for repeat in 0..repeats {
             for (i, x) in xs(plan, experiment).into_iter().enumerate() {
-                let order = rotated(&who, repeat as usize, plan.repeats as usize, i);
+                let order = rotated(&who, repeat as usize, repeats as usize, i);
                 jobs.extend(order.map(|who| job(facts, who, repeat, x, rig)));
             }
         }
@@ -192,8 +193,9 @@ fn job(facts: &Facts, who: &Who, repeat: u32, x: usize, rig: &Rig) -> Job {
     }
     // A server of the engineer's own may be of many processes: it is run.
     let custom = matches!(who.start, Start::Custom(_));
-    let repeats = if plan.repeats > 1 {
-        format!(" · repeat {}/{}", repeat + 1, plan.repeats)
+    let of = plan.repeats_for(facts.experiment);
+    let repeats = if of > 1 {
+        format!(" · repeat {}/{of}", repeat + 1)
     } else {
         String::new()
     };

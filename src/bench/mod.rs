@@ -24,6 +24,7 @@ pub mod remote;
 pub mod rig;
 pub mod save;
 pub mod slowloris;
+pub mod stop;
 pub mod wait_cost;
 
 use std::collections::HashMap;
@@ -71,6 +72,10 @@ fn undisturbed(rig: &Rig, job: &measure::Job, log: &Log) -> Point {
 pub fn run(options: &Options) -> Result<Run, String> {
     let out = &options.out;
     save::claim(out)?;
+    for removed in stop::leftovers() {
+        eprintln!("iomodels: removed what an earlier run left behind: {removed}");
+    }
+    let stop = stop::Stop::install()?;
     let (rig, rig_notes) = Rig::set_up(options.rig())?;
     let (peers, mut notes) = jobs::peers(options);
     notes.extend(rig_notes);
@@ -84,6 +89,15 @@ pub fn run(options: &Options) -> Result<Run, String> {
     // Past a model's limit in a series, larger points are recorded, not run.
     let mut limited: HashMap<(Experiment, SeriesKey, u32), (usize, Limit)> = HashMap::new();
     for job in &jobs {
+        if stop.asked() {
+            run.stopped = Some(format!(
+                "stopped by a signal after {} of {} points; the point under way then was \
+                 dropped",
+                run.points.len(),
+                jobs.len()
+            ));
+            break;
+        }
         log.bar.set_message(job.label.clone());
         let key = (
             job.point.experiment,
@@ -97,6 +111,11 @@ pub fn run(options: &Options) -> Result<Run, String> {
             },
             _ => undisturbed(&rig, job, &log),
         };
+        if stop.asked() {
+            // Measured while the run was being stopped (its server may have had the
+            // terminal's SIGINT too): not a finished point.
+            continue;
+        }
         if let Some(limit) = &point.limit {
             limited.entry(key).or_insert((job.x, limit.clone()));
         }
@@ -107,7 +126,7 @@ pub fn run(options: &Options) -> Result<Run, String> {
     }
     log.bar.finish_and_clear();
 
-    if options.experiments.iter().any(|e| e.has_load()) {
+    if run.stopped.is_none() && options.experiments.iter().any(|e| e.has_load()) {
         match peers::wrk_missing() {
             Some(why) => run.notes.push(why),
             None => match measure::crosscheck(&rig, &log) {

@@ -7,8 +7,8 @@ use crate::experiments::kind::Experiment;
 /// How much to measure.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Profile {
-    /// A few minutes: the idle experiment (the headline), the blocking one and the wait
-    /// calls, every point three times in interleaved rounds, 1 s windows.
+    /// A few minutes: the idle experiment (the headline, every point five times), the
+    /// blocking one and the wait calls (three times), in interleaved rounds, 1 s windows.
     Quick,
     /// C10K and past, every experiment, longer windows, three repeats.
     Full,
@@ -24,15 +24,18 @@ impl Profile {
 
     pub(super) fn plan(self) -> Plan {
         match self {
-            // Six minutes hold some 200 windows here, with a server started for each:
-            // three repeats of fewer points rather than one of many, since one repeat
-            // per point let a burst of interference become the lesson.
+            // Six minutes hold some 250 windows here, with a server started for each:
+            // several repeats of fewer points rather than one of many, since one repeat
+            // per point let a burst of interference become the lesson. The idle
+            // experiment gets five: with three, its A/A pair was 11-17% apart at its
+            // worst point; with five, 8-9% (three and two quick runs, 2026-12-03).
             Profile::Quick => Plan {
                 warmup: Duration::from_millis(200),
                 window: Duration::from_secs(1),
                 repeats: 3,
+                idle_repeats: 5,
                 busy: 10,
-                idle: vec![0, 1000, 10_000],
+                idle: vec![0, 10_000],
                 active: Vec::new(),
                 churn: Vec::new(),
                 blocking: (10, 50),
@@ -45,6 +48,7 @@ impl Profile {
                 warmup: Duration::from_secs(1),
                 window: Duration::from_secs(5),
                 repeats: 3,
+                idle_repeats: 3,
                 busy: 10,
                 // Past 15,000 only prefork runs: one process may hold no more than
                 // ~20,000 descriptors here, and every other server is one process.
@@ -65,6 +69,8 @@ pub(super) struct Plan {
     pub(super) warmup: Duration,
     pub(super) window: Duration,
     pub(super) repeats: u32,
+    /// The idle experiment's repeats (the headline, and the A/A pair's).
+    pub(super) idle_repeats: u32,
     /// Busy (closed-loop) connections beside the idle ones.
     pub(super) busy: usize,
     pub(super) idle: Vec<usize>,
@@ -79,6 +85,14 @@ pub(super) struct Plan {
 }
 
 impl Plan {
+    /// How many times each point of `experiment` is measured.
+    pub(super) fn repeats_for(&self, experiment: Experiment) -> u32 {
+        match experiment {
+            Experiment::Idle => self.idle_repeats,
+            _ => self.repeats,
+        }
+    }
+
     /// The measured window of a point of `experiment`. The blocking experiment's holds
     /// two rounds of every connection's blocking work one after the other: io-uring runs
     /// the handlers of one completion batch (every connection's `/sleep`) before it
@@ -116,6 +130,7 @@ impl Overrides {
         plan.warmup = self.warmup.unwrap_or(plan.warmup);
         plan.window = self.window.unwrap_or(plan.window);
         plan.repeats = self.repeats.unwrap_or(plan.repeats).max(1);
+        plan.idle_repeats = self.repeats.unwrap_or(plan.idle_repeats).max(1);
         plan
     }
 }

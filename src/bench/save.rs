@@ -34,6 +34,7 @@ pub(super) fn header(options: &Options, rig: &Rig, notes: Vec<String>) -> Run {
             warmup_s: plan.warmup.as_secs_f64(),
             window_s: plan.window.as_secs_f64(),
             repeats: plan.repeats,
+            idle_repeats: (plan.idle_repeats != plan.repeats).then_some(plan.idle_repeats),
             busy_connections: plan.busy,
             load_threads: rig.load_threads,
             server_cpu_quota: rig.quota.as_ref().map(|q| q.setting.clone()),
@@ -49,6 +50,7 @@ pub(super) fn header(options: &Options, rig: &Rig, notes: Vec<String>) -> Run {
         },
         notes,
         crosscheck: None,
+        stopped: None,
         points: Vec::new(),
     }
 }

@@ -58,10 +58,13 @@ pub fn machine_md(run: &Run) -> String {
         (
             "windows",
             format!(
-                "{} s warm-up, {} s measured, {} repeat(s) (medians shown); {} load thread(s)",
+                "{} s warm-up, {} s measured, {} repeat(s){} (medians shown); {} load thread(s)",
                 run.settings.warmup_s,
                 run.settings.window_s,
                 run.settings.repeats,
+                run.settings
+                    .idle_repeats
+                    .map_or(String::new(), |n| format!(", {n} in the idle experiment")),
                 run.settings.load_threads
             ),
         ),
