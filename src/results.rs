@@ -399,8 +399,8 @@ pub struct Interference {
     pub server_others_pct: f64,
     /// Time the hypervisor gave the load generator's CPUs to another guest.
     pub load_steal_pct: f64,
-    /// How much slower than at the run's start a fixed piece of work ran on the
-    /// server's CPU during the window (`bench/pace.rs`): 1.3 is 30% slower.
+    /// How much slower a fixed piece of work ran on the server's CPU during the window
+    /// than in the run's windows before it (`bench/pace.rs`): 1.3 is 30% slower.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub server_slowdown: Option<f64>,
 }

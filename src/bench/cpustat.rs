@@ -102,7 +102,7 @@ pub struct Threshold {
     pub steal_pct: f64,
     /// Other tasks on the server's CPUs, in % of the window.
     pub others_pct: f64,
-    /// How much slower the server's CPU may run than at the run's start.
+    /// How much slower the server's CPU may run than in the run's windows before.
     pub slowdown: f64,
 }
 
@@ -124,7 +124,8 @@ impl Threshold {
             let slow = found.server_slowdown.filter(|s| *s > self.slowdown);
             slow.map(|slow| {
                 format!(
-                    "the server's CPU ran {:.0}% slower than at the run's start (over {:.0}%)",
+                    "the server's CPU ran {:.0}% slower than in the run's windows before \
+                     (over {:.0}%)",
                     (slow - 1.0) * 100.0,
                     (self.slowdown - 1.0) * 100.0
                 )

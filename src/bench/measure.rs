@@ -13,7 +13,6 @@ use iomodels_servers::Snapshot;
 use super::child::Server;
 use super::cpustat::{self, CpuTimes};
 use super::log::Log;
-use super::pace::Pacer;
 use super::procfs::ProcSample;
 use super::quota::CpuQuota;
 use super::rig::Rig;
@@ -146,7 +145,7 @@ pub fn load_generator(rig: &Rig, job: &Job, log: &Log) -> Point {
     };
     let config = load(rig, job, &server);
     // How fast the server's CPU runs meanwhile, beside it.
-    let pacer = rig.pace.map(|(cpu, base)| Pacer::start(cpu, base));
+    let pacer = rig.pace.as_ref().map(|pace| (pace, pace.start()));
     let sampler = Sampler {
         bar: &log.bar,
         job: job.label.clone(),
@@ -181,7 +180,9 @@ pub fn load_generator(rig: &Rig, job: &Job, log: &Log) -> Point {
             if let [Some(e0), Some(e1)] = &edges {
                 let server = metrics(e0, e1);
                 point.interference = interference(rig, e0, e1, &server).map(|i| Interference {
-                    server_slowdown: pacer.as_ref().and_then(|p| p.slowdown(e0.at, e1.at)),
+                    server_slowdown: pacer
+                        .as_ref()
+                        .and_then(|(pace, p)| pace.slowdown(p, e0.at, e1.at)),
                     ..i
                 });
                 point.server = Some(server);

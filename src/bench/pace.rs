@@ -3,8 +3,8 @@
 //! or on the memory bus, takes part of every cycle, and every model measured in that
 //! minute costs more per request. So a probe thread, pinned beside the server, does a
 //! fixed piece of work every [`EVERY`] (about a millisecond of it, 1% of the server's
-//! CPU) and times it in its own CPU time; the window's median against the median taken
-//! when the run began says how slow the CPU was ([`crate::results::Interference`]).
+//! CPU) and times it in its own CPU time; the window's median against the median of the
+//! run's windows before it says how slow the CPU was ([`crate::results::Interference`]).
 
 use std::hint::black_box;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -48,37 +48,56 @@ fn pin(cpu: usize) -> bool {
     set.set(cpu).is_ok() && sched_setaffinity(Pid::from_raw(0), &set).is_ok()
 }
 
-/// The probe's median time on `cpu` with nothing else measured: the run's baseline.
-pub fn calibrate(cpu: usize) -> Option<f64> {
-    std::thread::spawn(move || {
-        if !pin(cpu) {
-            return None;
-        }
-        let mut buffer = vec![0u64; 1 << 9];
-        let times: Vec<f64> = (0..25)
-            .map(|_| {
-                std::thread::sleep(Duration::from_millis(10));
-                once(&mut buffer)
-            })
-            .collect();
-        median(&times)
-    })
-    .join()
-    .ok()
-    .flatten()
+/// The pace of the server's CPU over a run: the median probe of every window measured
+/// so far, against which the next window is held. Not a calibration taken before the
+/// run: an idle CPU runs slower than one kept busy (its clock and sleep states), so the
+/// first probes here ran a quarter slower than those taken beside a server under load.
+pub struct Pace {
+    cpu: usize,
+    windows: Mutex<Vec<f64>>,
 }
 
-/// The probe running beside one job's server; [`Pacer::slowdown`] reads it.
+/// The windows a run measures before it holds one against the others.
+const SETTLED: usize = 5;
+
+impl Pace {
+    /// The pace of `cpu`, with no window measured yet.
+    pub fn on(cpu: usize) -> Pace {
+        Pace {
+            cpu,
+            windows: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// A probe beside one job's server.
+    pub fn start(&self) -> Pacer {
+        Pacer::start(self.cpu)
+    }
+
+    /// How much slower the window from `from` to `to` ran than the run's windows before
+    /// it (their median): 1.0 the same, 1.3 30% slower. None in the run's first
+    /// [`SETTLED`] windows, or with fewer than three probes in this one.
+    pub fn slowdown(&self, pacer: &Pacer, from: Instant, to: Instant) -> Option<f64> {
+        let this = pacer.median(from, to)?;
+        let mut windows = self.windows.lock().unwrap();
+        let before = (windows.len() >= SETTLED)
+            .then(|| median(&windows))
+            .flatten();
+        windows.push(this);
+        before.filter(|b| *b > 0.0).map(|b| this / b)
+    }
+}
+
+/// The probe running beside one job's server.
 pub struct Pacer {
     stop: Arc<AtomicBool>,
     times: Arc<Mutex<Vec<(Instant, f64)>>>,
     thread: Option<JoinHandle<()>>,
-    baseline: f64,
 }
 
 impl Pacer {
-    /// Start probing `cpu`, against `baseline` ([`calibrate`]).
-    pub fn start(cpu: usize, baseline: f64) -> Pacer {
+    /// Start probing `cpu`.
+    fn start(cpu: usize) -> Pacer {
         let stop = Arc::new(AtomicBool::new(false));
         let times = Arc::new(Mutex::new(Vec::new()));
         let (done, out) = (stop.clone(), times.clone());
@@ -97,23 +116,21 @@ impl Pacer {
             stop,
             times,
             thread: Some(thread),
-            baseline,
         }
     }
 
-    /// The median probe between `from` and `to` against the baseline: 1.0 is the pace
-    /// the run began at, 1.3 a CPU 30% slower. None with fewer than three probes.
-    pub fn slowdown(&self, from: Instant, to: Instant) -> Option<f64> {
+    /// The median probe between `from` and `to`; None with fewer than three.
+    fn median(&self, from: Instant, to: Instant) -> Option<f64> {
         let times = self.times.lock().unwrap();
         let inside: Vec<f64> = times
             .iter()
             .filter(|(at, _)| *at >= from && *at <= to)
             .map(|(_, took)| *took)
             .collect();
-        if inside.len() < 3 || self.baseline <= 0.0 {
+        if inside.len() < 3 {
             return None;
         }
-        median(&inside).map(|m| m / self.baseline)
+        median(&inside)
     }
 }
 
@@ -131,14 +148,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_probe_takes_cpu_time_and_a_pacer_reads_its_window() {
-        let base = calibrate(0).expect("CPU 0 is there");
-        assert!(base > 0.0 && base < 1.0, "{base}");
-        let from = Instant::now();
-        let pacer = Pacer::start(0, base);
-        std::thread::sleep(EVERY * 6);
-        let slowdown = pacer.slowdown(from, Instant::now()).expect("probes ran");
-        assert!(slowdown > 0.2 && slowdown < 5.0, "{slowdown}");
-        assert_eq!(pacer.slowdown(Instant::now(), Instant::now()), None);
+    fn a_window_is_held_against_the_windows_before_it_once_there_are_enough() {
+        let pace = Pace::on(0);
+        for i in 0..=SETTLED {
+            let from = Instant::now();
+            let pacer = pace.start();
+            std::thread::sleep(EVERY * 4);
+            let slowdown = pace.slowdown(&pacer, from, Instant::now());
+            if i < SETTLED {
+                assert_eq!(slowdown, None, "window {i}: nothing to hold it against yet");
+            } else {
+                let s = slowdown.expect("probes ran");
+                assert!(s > 0.2 && s < 5.0, "{s}");
+            }
+        }
+        let pacer = pace.start();
+        assert_eq!(pace.slowdown(&pacer, Instant::now(), Instant::now()), None);
     }
 }

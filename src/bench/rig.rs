@@ -61,9 +61,9 @@ pub struct Rig {
     pub(super) server_host: HostLimits,
     /// The cgroup every server runs in, when the run limits their CPU.
     pub(super) quota: Option<CpuQuota>,
-    /// The pace probe's time on the server's CPU as the run began (`pace.rs`), where
-    /// the server is pinned here.
-    pub(super) pace: Option<(usize, f64)>,
+    /// The pace of the server's CPU over the run (`pace.rs`), where the server is
+    /// pinned here.
+    pub(super) pace: Option<super::pace::Pace>,
     /// Where the servers listen and the load comes from.
     pub(super) network: Network,
     /// The other host our servers run on, when they do not run here.
@@ -135,7 +135,7 @@ impl Rig {
             },
         };
         let pace = match (&remote, pinning.server_cpus.first()) {
-            (None, Some(&cpu)) => super::pace::calibrate(cpu).map(|base| (cpu, base)),
+            (None, Some(&cpu)) => Some(super::pace::Pace::on(cpu)),
             _ => None,
         };
         let rig = Rig {

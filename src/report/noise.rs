@@ -104,8 +104,8 @@ fn interference_md(run: &Run) -> String {
         "What else ran on the CPUs, window by window (`/proc/stat`): steal (the hypervisor \
          running another guest) on the server's or the load generator's CPUs, median {:.1}% \
          of a window, worst {:.1}%; other tasks on the server's CPU, median {:.1}%, worst \
-         {:.1}%; a fixed piece of work on the server's CPU ran at {} of its pace at the \
-         run's start. A window with more than {:.0}% steal, {:.0}% other tasks or a CPU \
+         {:.1}%; a fixed piece of work on the server's CPU ran at {} of its pace in the \
+         run's windows before. A window with more than {:.0}% steal, {:.0}% other tasks or a CPU \
          {:.0}% slow is measured again, up to {AGAIN} times: ",
         median(&steal).unwrap_or(0.0),
         worst(&steal),
