@@ -730,6 +730,11 @@ fn a_killed_runs_leftovers_are_removed_by_the_next() {
     wait_for_points(&dir, 1);
     child.kill().unwrap();
     child.wait().unwrap();
+    if Run::load(&dir).unwrap().settings.server_cpu_quota.is_none() {
+        // No cgroup could be made here (no controller, or not root): nothing to leave.
+        assert!(cgroups_of(pid).is_empty());
+        return;
+    }
     assert!(
         !cgroups_of(pid).is_empty(),
         "a SIGKILLed run cannot clean up"
