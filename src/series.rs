@@ -235,6 +235,23 @@ impl Run {
     }
 }
 
+/// Every x any of `series` has a value or a limit at, in order: a table's columns, a
+/// bar chart's groups.
+pub fn xs(series: &[Series]) -> Vec<f64> {
+    let mut xs: Vec<f64> = series
+        .iter()
+        .flat_map(|s| {
+            s.values
+                .iter()
+                .map(|v| v.0)
+                .chain(s.limits.iter().map(|l| l.0))
+        })
+        .collect();
+    xs.sort_by(f64::total_cmp);
+    xs.dedup();
+    xs
+}
+
 /// The median (the mean of the middle two for an even count); None when empty.
 pub fn median(values: &[f64]) -> Option<f64> {
     let mut v: Vec<f64> = values.iter().copied().filter(|x| x.is_finite()).collect();

@@ -283,17 +283,7 @@ fn bench_runs_end_to_end_and_records_a_real_limit() {
     let report = std::fs::read_to_string(dir.join("REPORT.md")).unwrap();
     assert!(report.contains("## Noise"), "{report}");
 
-    let point = |model: &str, idle: usize| {
-        run.points
-            .iter()
-            .find(|p| {
-                p.experiment == Experiment::Idle
-                    && p.model == model
-                    && p.server_args.is_empty()
-                    && p.idle == Some(idle)
-            })
-            .unwrap()
-    };
+    let point = |model: &str, idle: usize| point_of(&run, model, idle);
     let select = point("select", 1100);
     let limit = select.limit.as_ref().expect("select cannot hold 1,100");
     // select's own words, kept apart from ours.

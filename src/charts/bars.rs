@@ -23,7 +23,8 @@ pub(crate) fn bar_chart(
     let root = SVGBackend::new(path, SIZE).into_drawing_area();
     root.fill(&WHITE).map_err(|e| err(&e))?;
     let (upper, lower) = root.split_vertically(PLOT_HEIGHT);
-    let groups = groups(series);
+    // A group of bars per x.
+    let groups = crate::series::xs(series);
     if let [group] = groups[..] {
         // One x only: a row per series, named beside its bar, so no legend is needed
         // and no two bars are told apart by colour alone.
@@ -116,22 +117,6 @@ pub(crate) fn bar_chart(
         .map_err(|e| err(&e))?;
     draw_notes(&lower, notes)?;
     root.present().map_err(|e| err(&e))
-}
-
-/// Every x of the series, in order: a group of bars each.
-fn groups(series: &[Series]) -> Vec<f64> {
-    let mut groups: Vec<f64> = series
-        .iter()
-        .flat_map(|s| {
-            s.values
-                .iter()
-                .map(|v| v.0)
-                .chain(s.limits.iter().map(|l| l.0))
-        })
-        .collect();
-    groups.sort_by(f64::total_cmp);
-    groups.dedup();
-    groups
 }
 
 /// The highest bar or whisker (at least 1).

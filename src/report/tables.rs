@@ -73,17 +73,7 @@ pub(crate) fn grid(
         // In the order asked for: a chapter's own model first.
         series.sort_by_key(|s| s.key.rank(only));
     }
-    let mut xs: Vec<f64> = series
-        .iter()
-        .flat_map(|s| {
-            s.values
-                .iter()
-                .map(|v| v.0)
-                .chain(s.limits.iter().map(|l| l.0))
-        })
-        .collect();
-    xs.sort_by(f64::total_cmp);
-    xs.dedup();
+    let xs = crate::series::xs(&series);
     let measured = |s: &crate::series::Series, x: f64| {
         run.points.iter().any(|p| {
             let few = p
