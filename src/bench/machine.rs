@@ -3,7 +3,9 @@
 use std::process::Command;
 
 use iomodels_loadgen::limits;
+use nix::sched::{sched_setaffinity, CpuSet};
 use nix::sys::resource::{getrlimit, Resource};
+use nix::unistd::Pid;
 
 use crate::results::{Machine, Pinning};
 
@@ -120,4 +122,16 @@ pub fn git_commit() -> Option<String> {
         .output()
         .is_ok_and(|o| !o.stdout.is_empty());
     Some(if dirty { commit + "-dirty" } else { commit })
+}
+/// Pin this thread to `cpus` (none: leave it be). This thread first: every thread made
+/// later (the load generator's) inherits it.
+pub fn pin_this_thread(cpus: &[usize]) -> Result<(), String> {
+    if cpus.is_empty() {
+        return Ok(());
+    }
+    let mut set = CpuSet::new();
+    for &cpu in cpus {
+        set.set(cpu).map_err(|e| e.to_string())?;
+    }
+    sched_setaffinity(Pid::from_raw(0), &set).map_err(|e| e.to_string())
 }

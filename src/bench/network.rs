@@ -270,7 +270,8 @@ impl Drop for Made {
     }
 }
 
-fn remove(names: &[String]) {
+/// Remove the namespaces `names` (whatever fails is left as it is).
+pub(super) fn remove(names: &[String]) {
     for name in names {
         let _ = run("ip", &["netns", "del", name]);
     }
@@ -315,7 +316,8 @@ fn ip_batch(ns: &str, commands: &str) -> Result<(), String> {
     }
 }
 
-fn run(program: &str, args: &[&str]) -> Result<String, String> {
+/// `program args`, its output, or why it failed.
+pub(super) fn run(program: &str, args: &[&str]) -> Result<String, String> {
     let out = Command::new(program)
         .args(args)
         .output()

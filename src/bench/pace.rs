@@ -12,9 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use nix::sched::{sched_setaffinity, CpuSet};
 use nix::time::{clock_gettime, ClockId};
-use nix::unistd::Pid;
 
 use crate::series::median;
 
@@ -41,11 +39,6 @@ fn once(buffer: &mut [u64]) -> f64 {
     }
     black_box(&buffer);
     cpu() - start
-}
-
-fn pin(cpu: usize) -> bool {
-    let mut set = CpuSet::new();
-    set.set(cpu).is_ok() && sched_setaffinity(Pid::from_raw(0), &set).is_ok()
 }
 
 /// The pace of the server's CPU over a run: the median probe of every window measured
@@ -102,7 +95,7 @@ impl Pacer {
         let times = Arc::new(Mutex::new(Vec::new()));
         let (done, out) = (stop.clone(), times.clone());
         let thread = std::thread::spawn(move || {
-            if !pin(cpu) {
+            if super::machine::pin_this_thread(&[cpu]).is_err() {
                 return;
             }
             let mut buffer = vec![0u64; 1 << 9];

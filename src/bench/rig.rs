@@ -8,8 +8,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use iomodels_servers as servers;
-use nix::sched::{sched_setaffinity, CpuSet};
-use nix::unistd::Pid;
 
 use super::child::Server;
 use super::machine;
@@ -90,7 +88,8 @@ impl Rig {
             Some(remote) => machine::load_only(&cpus, &remote.facts.destination),
             None => machine::pinning(&cpus),
         };
-        pin_this_thread(&pinning.load_cpus)?;
+        machine::pin_this_thread(&pinning.load_cpus)
+            .map_err(|e| format!("cannot pin the load generator: {e}"))?;
         let fd_limit = servers::raise_fd_limit()
             .map_err(|e| format!("cannot raise the descriptor limit: {e}"))?;
         // What one process may hold, a server's or a load process's: its descriptors less
@@ -175,20 +174,6 @@ impl Rig {
             ),
         }
     }
-}
-
-/// Pin this thread to `cpus` (none: leave it be). This thread first: every thread made
-/// later (the load generator's) inherits it.
-fn pin_this_thread(cpus: &[usize]) -> Result<(), String> {
-    if cpus.is_empty() {
-        return Ok(());
-    }
-    let mut set = CpuSet::new();
-    for &cpu in cpus {
-        set.set(cpu).map_err(|e| e.to_string())?;
-    }
-    sched_setaffinity(Pid::from_raw(0), &set)
-        .map_err(|e| format!("cannot pin the load generator: {e}"))
 }
 
 /// Where the servers listen and the load comes from: the other host, two namespaces,

@@ -12,6 +12,8 @@ use std::sync::Arc;
 
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 
+use super::network;
+
 /// The exit status of a run stopped by a signal (128 + SIGINT, as shells count).
 pub const STOPPED: u8 = 130;
 
@@ -102,16 +104,13 @@ pub fn leftovers() -> Vec<String> {
     }
     for ns in named_entries(Path::new("/run/netns")) {
         let name = ns.file_name().and_then(|n| n.to_str()).unwrap_or_default();
-        if run_ip(&["netns", "del", name]) {
+        network::remove(&[name.to_string()]);
+        if !ns.exists() {
             removed.push(format!("network namespace {name}"));
         }
     }
     // A veth pair made but not yet moved into its namespaces.
-    let links = std::process::Command::new("ip")
-        .args(["-o", "link"])
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-        .unwrap_or_default();
+    let links = network::run("ip", &["-o", "link"]).unwrap_or_default();
     for line in links.lines() {
         let Some(name) = line
             .split(':')
@@ -120,7 +119,7 @@ pub fn leftovers() -> Vec<String> {
         else {
             continue;
         };
-        if pid_of(name).is_some_and(gone) && run_ip(&["link", "del", name]) {
+        if pid_of(name).is_some_and(gone) && network::run("ip", &["link", "del", name]).is_ok() {
             removed.push(format!("link {name}"));
         }
     }
@@ -142,13 +141,6 @@ fn named_entries(dir: &Path) -> Vec<std::path::PathBuf> {
         })
         .map(|e| e.path())
         .collect()
-}
-
-fn run_ip(args: &[&str]) -> bool {
-    std::process::Command::new("ip")
-        .args(args)
-        .output()
-        .is_ok_and(|o| o.status.success())
 }
 
 #[cfg(test)]
