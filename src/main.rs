@@ -13,7 +13,7 @@ use iomodels::bench::{self, peers, Profile};
 use iomodels::experiments::Experiment;
 use iomodels::roster;
 use iomodels_loadgen as loadgen;
-use iomodels_servers::{self as servers, Config, EtDrain, Proto, UringMode, Waits, MODELS};
+use iomodels_servers::{self as servers, Config, EtDrain, Listen, Proto, UringMode, Waits, MODELS};
 
 #[derive(Parser)]
 #[command(
@@ -125,9 +125,11 @@ struct BenchArgs {
     /// Instead of the profile's: how many times each point is measured.
     #[arg(long)]
     repeats: Option<u32>,
-    /// The share of one CPU each server may use (a cgroup CPU quota, 10 ms period), so
-    /// that the server, not the load generator, is the limit; 1 gives whole CPUs.
-    #[arg(long, default_value_t = 0.5, value_parser = cpu_share)]
+    /// The share of one CPU each server may use: 1, a whole CPU (its cgroup only counts
+    /// its CPU time); below 1, a cgroup CPU quota in 10 ms periods, so that the server,
+    /// not the load generator, is the limit, at the price of throttling in every figure
+    /// (see the methodology chapter: 0.5 gave 5x the noise and 45% more CPU per request).
+    #[arg(long, default_value_t = 1.0, value_parser = cpu_share)]
     server_cpu: f64,
 }
 
@@ -246,10 +248,22 @@ struct ServeArgs {
     /// `prefork` only: worker processes [default: one per CPU it may use].
     #[arg(long)]
     workers: Option<std::num::NonZeroUsize>,
-    /// Listen with SO_REUSEPORT, beside other servers on the same port (`prefork`
-    /// starts its workers so).
+    /// `prefork` only: how the workers share the port: a socket each (SO_REUSEPORT), one
+    /// socket they all wait on with EPOLLEXCLUSIVE (nginx's default), or one without it
+    /// (every idle worker woken per connection: the thundering herd).
+    #[arg(long, value_enum, default_value_t = ListenArg::Reuseport)]
+    listen: ListenArg,
+    /// Listen with SO_REUSEPORT, beside other servers on the same port.
     #[arg(long)]
     reuse_port: bool,
+    /// Serve on this inherited listening socket instead of binding one (`prefork`
+    /// starts its workers so); `--bind` and `--port` are then not used.
+    #[arg(long)]
+    listen_fd: Option<std::os::fd::RawFd>,
+    /// `epoll-et` only: wait on the listener with EPOLLEXCLUSIVE, as one of several
+    /// processes sharing it (prefork's workers with `--listen shared`).
+    #[arg(long)]
+    accept_exclusive: bool,
     /// `epoll-et` only: after an edge, stop reading at a short read (the socket is empty,
     /// epoll(7); as nginx reads) or only at EAGAIN (one more read per event, the naive
     /// drain).
@@ -317,6 +331,13 @@ enum WaitsArg {
 }
 
 #[derive(Clone, Copy, ValueEnum)]
+enum ListenArg {
+    Reuseport,
+    Shared,
+    Herd,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
 enum UringModeArg {
     Multishot,
     Basic,
@@ -369,6 +390,12 @@ fn serve(args: ServeArgs) -> Result<(), String> {
         },
         threads: args.threads.map(std::num::NonZeroUsize::get),
         workers: args.workers.map(std::num::NonZeroUsize::get),
+        listen: match args.listen {
+            ListenArg::Reuseport => Listen::Reuseport,
+            ListenArg::Shared => Listen::Shared,
+            ListenArg::Herd => Listen::Herd,
+        },
+        accept_exclusive: args.accept_exclusive,
         et_drain: match args.et_drain {
             EtDrainArg::ShortRead => EtDrain::ShortRead,
             EtDrainArg::Eagain => EtDrain::Eagain,
@@ -404,9 +431,15 @@ fn serve(args: ServeArgs) -> Result<(), String> {
             ceiling
         }
     };
-    let addr = SocketAddr::new(args.bind, args.port);
-    let listener = servers::listen(addr, config.backlog, model.reuse_port || args.reuse_port)
-        .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+    let listener = match args.listen_fd {
+        Some(fd) => servers::inherited_listener(fd)
+            .map_err(|e| format!("--listen-fd {fd} is not a listening socket: {e}"))?,
+        None => {
+            let addr = SocketAddr::new(args.bind, args.port);
+            servers::listen(addr, config.backlog, model.reuse_port || args.reuse_port)
+                .map_err(|e| format!("cannot listen on {addr}: {e}"))?
+        }
+    };
     let local = listener.local_addr().map_err(|e| e.to_string())?;
     let (proto, max) = (config.proto.name(), config.max_connections);
     let listening = || {
@@ -443,6 +476,11 @@ fn load(args: LoadArgs) -> Result<(), String> {
     config.connect_rate = args.connect_rate;
     config.source_addrs = args.source_addrs.map(|a| a.0).unwrap_or_default();
     config.timeout = args.timeout;
+    if let Some(said) =
+        loadgen::limits::spread_sources(&mut config, loadgen::limits::ephemeral_ports())
+    {
+        eprintln!("iomodels: {said}");
+    }
 
     let report = if config.processes > 1 {
         let launcher = loadgen::processes::Launcher {
@@ -494,7 +532,7 @@ fn run_bench(args: BenchArgs) -> Result<(), String> {
         netns: args.netns,
         link_delay: args.link_delay,
         out: args.out.unwrap_or_else(bench::default_out),
-        server_cpu_share: (args.server_cpu < 1.0).then_some(args.server_cpu),
+        server_cpu_share: Some(args.server_cpu),
     };
     let started = std::time::Instant::now();
     let measured = bench::run(&options)?;

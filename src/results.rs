@@ -198,6 +198,11 @@ pub struct QuotaSetting {
 }
 
 impl QuotaSetting {
+    /// Whether it held the servers back at all (a share of 1: the cgroup only counted).
+    pub fn limits(&self) -> bool {
+        self.share < 1.0
+    }
+
     /// The longest pause throttling can add to one request's latency.
     pub fn longest_pause_ms(&self) -> f64 {
         self.period_us as f64 * (1.0 - self.share) / 1000.0
@@ -460,8 +465,16 @@ impl Run {
         let path = dir.join("run.json");
         let text = std::fs::read_to_string(&path)
             .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-        let run: Run = serde_json::from_str(&text)
-            .map_err(|e| format!("{} is not a run file: {e}", path.display()))?;
+        // Where a hand-edited or truncated file goes wrong, by field: points[12].load…
+        let mut json = serde_json::Deserializer::from_str(&text);
+        let run: Run = serde_path_to_error::deserialize(&mut json).map_err(|e| {
+            format!(
+                "{} is not a run file: {} (at {})",
+                path.display(),
+                e.inner(),
+                e.path()
+            )
+        })?;
         if !READS_SCHEMA_VERSIONS.contains(&run.schema_version) {
             return Err(format!(
                 "{} has schema_version {}; this iomodels reads versions {READS_SCHEMA_VERSIONS:?} \
@@ -476,11 +489,21 @@ impl Run {
     pub fn save(&self, dir: &Path) -> Result<(), String> {
         let path = dir.join("run.json");
         let json = serde_json::to_string_pretty(self).map_err(|e| e.to_string())?;
-        // Write then rename, so an interrupted save never leaves half a file.
+        // Write, flush to the disk, then rename: an interrupted or failed save (a full
+        // disk) leaves the previous file whole, and no half-written one beside it.
         let tmp = dir.join("run.json.tmp");
-        std::fs::write(&tmp, json + "\n")
+        let written = std::fs::File::create(&tmp).and_then(|mut file| {
+            use std::io::Write;
+            file.write_all(json.as_bytes())?;
+            file.write_all(b"\n")?;
+            file.sync_all()
+        });
+        written
             .and_then(|()| std::fs::rename(&tmp, &path))
-            .map_err(|e| format!("cannot write {}: {e}", path.display()))
+            .map_err(|e| {
+                let _ = std::fs::remove_file(&tmp);
+                format!("cannot write {}: {e}", path.display())
+            })
     }
 }
 
@@ -505,5 +528,29 @@ mod tests {
             Limit::from_schema_1("could not start: no"),
             Limit::new("could not start: no")
         );
+    }
+
+    /// A broken run.json is refused with the field that is wrong, or where the text
+    /// stops; never a panic. And a save replaces the file whole.
+    #[test]
+    fn a_hand_edited_or_truncated_run_names_what_is_wrong() {
+        let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/run");
+        let text = std::fs::read_to_string(fixture.join("run.json")).unwrap();
+        let dir = std::env::temp_dir().join(format!("iomodels-broken-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut json: serde_json::Value = serde_json::from_str(&text).unwrap();
+        json["points"][1]["load"]["throughput_rps"] = "fast".into();
+        std::fs::write(dir.join("run.json"), json.to_string()).unwrap();
+        let err = Run::load(&dir).unwrap_err();
+        assert!(err.contains("points[1].load.throughput_rps"), "{err}");
+        std::fs::write(dir.join("run.json"), &text[..text.len() / 2]).unwrap();
+        let err = Run::load(&dir).unwrap_err();
+        assert!(err.contains("EOF while parsing"), "{err}");
+        // Saved over the broken one: whole again, and nothing left beside it.
+        let run: Run = serde_json::from_str(&text).unwrap();
+        run.save(&dir).unwrap();
+        assert_eq!(Run::load(&dir).unwrap().points.len(), run.points.len());
+        assert!(!dir.join("run.json.tmp").exists());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -429,7 +429,14 @@ fn a_server_of_ones_own_joins_the_run() {
         .arg(format!(
             "mine={exe} serve epoll-lt --bind {{host}} --port {{port}}"
         ))
-        .args(["--server", "silent=sleep 30 # {port}", "--out"])
+        .args(["--server", "silent=sleep 30 # {port}"])
+        // One that dies mid-point, with its last words.
+        .arg("--server")
+        .arg(format!(
+            "dies=sh -c '{exe} serve epoll-et --bind {{host}} --port {{port}} & sleep 0.25; \
+             echo first words >&2; echo out of luck >&2; kill $!; exit 3'"
+        ))
+        .arg("--out")
         .arg(&dir)
         .output()
         .unwrap();
@@ -446,6 +453,11 @@ fn a_server_of_ones_own_joins_the_run() {
     );
     let silent = of("silent").limit.as_ref().expect("it never listens");
     assert!(silent.why.contains("did not listen"), "{silent:?}");
+    let dies = of("dies").limit.as_ref().expect("it died");
+    assert!(
+        dies.why.contains("exited (exit status: 3)") && dies.why.ends_with("out of luck"),
+        "{dies:?}"
+    );
     let report = std::fs::read_to_string(dir.join("REPORT.md")).unwrap();
     assert!(report.contains("mine"));
 }

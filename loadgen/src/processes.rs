@@ -67,25 +67,15 @@ enum Said {
 }
 
 /// Process `i`'s share of `config`: connections, idle ones and the open-loop rate split
-/// as evenly as they go; the source addresses dealt out when there are enough for each
-/// to have its own, shared otherwise.
+/// as evenly as they go; every process connects from every source address, in turn, so
+/// that each address carries the same share. (Dealt out, 8 addresses over 6 processes
+/// gave four of them a single address for all their connections.)
 pub fn split(config: &Config) -> Vec<Config> {
     let n = config.processes.max(1);
     let share = |total: usize, i: usize| total / n + usize::from(i < total % n);
     (0..n)
         .map(|i| {
             let connections = share(config.connections, i);
-            let source_addrs = if config.source_addrs.len() >= n {
-                config
-                    .source_addrs
-                    .iter()
-                    .skip(i)
-                    .step_by(n)
-                    .copied()
-                    .collect()
-            } else {
-                config.source_addrs.clone()
-            };
             Config {
                 connections,
                 idle: share(config.idle, i),
@@ -93,7 +83,6 @@ pub fn split(config: &Config) -> Vec<Config> {
                     .rate
                     .map(|r| r * connections as f64 / config.connections as f64),
                 connect_rate: config.connect_rate / n as f64,
-                source_addrs,
                 processes: 1,
                 ..config.clone()
             }
@@ -187,8 +176,8 @@ struct Heard {
     done: Vec<Option<(Tally, u64, usize)>>,
     /// It has sent its tally, or its reason for having none.
     ended: Vec<bool>,
-    /// The first worker that failed, in its words.
-    failure: Option<String>,
+    /// Each worker's failure, in its words.
+    failures: Vec<Option<String>>,
 }
 
 impl Heard {
@@ -199,7 +188,7 @@ impl Heard {
             running: vec![(0, 0); n],
             done: (0..n).map(|_| None).collect(),
             ended: vec![false; n],
-            failure: None,
+            failures: vec![None; n],
         }
     }
 
@@ -223,9 +212,7 @@ impl Heard {
                 // An end after the tally is no failure.
                 if !self.ended[i] {
                     self.ended[i] = true;
-                    self.ready[i].get_or_insert(false);
-                    self.failure
-                        .get_or_insert_with(|| format!("load process {i}: {why}"));
+                    self.failures[i] = Some(format!("load process {i}: {why}"));
                 }
             }
         }
@@ -253,6 +240,17 @@ impl Heard {
     fn finished(&self) -> bool {
         self.ended.iter().all(|&e| e)
     }
+
+    /// Why the run failed: the first worker that failed before it was ready (the others
+    /// were then told to stop, and say only that nothing was measured), else the first.
+    fn failure(&self) -> Option<String> {
+        let not_ready = (0..self.failures.len())
+            .find(|&i| self.failures[i].is_some() && self.ready[i] != Some(true));
+        match not_ready {
+            Some(i) => self.failures[i].clone(),
+            None => self.failures.iter().flatten().next().cloned(),
+        }
+    }
 }
 
 /// Run `config` over `config.processes` worker processes started by `launcher`, and
@@ -266,6 +264,13 @@ pub fn run(
     let total = config.connections + config.idle;
     limits::check_ports(total, config.source_addrs.len(), limits::ephemeral_ports())?;
     let parts = split(config);
+    // Each worker's descriptors, checked here so that the error comes before any starts.
+    let most = parts
+        .iter()
+        .map(|p| p.connections + p.idle)
+        .max()
+        .unwrap_or(0);
+    limits::ensure_fds_of(most, total)?;
     let n = parts.len();
     let (tx, said) = mpsc::channel();
     let mut workers = Vec::with_capacity(n);
@@ -276,7 +281,12 @@ pub fn run(
     let mut heard = Heard::new(n);
 
     // The ramp: until every worker is ready, or one has failed.
-    while heard.ready.iter().any(Option::is_none) {
+    while heard
+        .ready
+        .iter()
+        .zip(&heard.ended)
+        .any(|(r, e)| r.is_none() && !e)
+    {
         heard.listen(&said, Instant::now() + Duration::from_millis(50));
         let (established, failed) = Heard::sum(&heard.ramp);
         progress.ramp(established, failed, total as u64);
@@ -292,7 +302,7 @@ pub fn run(
         progress.started();
         let window = Window::after(start, config.warmup, config.duration);
         let mut opened = false;
-        while heard.failure.is_none() {
+        while heard.failure().is_none() {
             let now = Instant::now();
             if !opened && now >= window.from {
                 progress.window_opened();
@@ -327,7 +337,7 @@ pub fn run(
         );
     }
     progress.done();
-    if let Some(why) = heard.failure {
+    if let Some(why) = heard.failure() {
         return Err(why);
     }
     if !go {
@@ -442,10 +452,10 @@ mod tests {
         assert_eq!(parts.iter().map(|p| p.idle).sum::<usize>(), 100_003);
         let rate: f64 = parts.iter().map(|p| p.rate.unwrap()).sum();
         assert!((rate - 1000.0).abs() < 1e-6, "{rate}");
-        let mut addrs: Vec<_> = parts.iter().flat_map(|p| p.source_addrs.clone()).collect();
-        addrs.sort();
-        addrs.dedup();
-        assert_eq!(addrs.len(), 8, "each address goes to one process");
+        assert!(
+            parts.iter().all(|p| p.source_addrs == config.source_addrs),
+            "every process connects from every address"
+        );
         assert!(parts.iter().all(|p| p.processes == 1 && p.check().is_ok()));
     }
 

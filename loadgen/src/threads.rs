@@ -46,7 +46,7 @@ pub fn run_tally(config: &Config, progress: &dyn Progress) -> Result<(Tally, Dur
 
     let plans = plans(config);
     let shared = Shared::default();
-    let (tallies, measured) = std::thread::scope(|scope| {
+    let (tallies, measured, ready) = std::thread::scope(|scope| {
         let handles: Vec<_> = plans
             .iter()
             .enumerate()
@@ -59,6 +59,7 @@ pub fn run_tally(config: &Config, progress: &dyn Progress) -> Result<(Tally, Dur
             })
             .collect();
         let everyone_ready = ramp(&handles, &shared, total, progress);
+        let ready = everyone_ready && shared.established.load(Relaxed) as usize >= total;
         let start = gate(&shared, everyone_ready, total, progress);
         if let Some(start) = start {
             progress.started();
@@ -67,12 +68,20 @@ pub fn run_tally(config: &Config, progress: &dyn Progress) -> Result<(Tally, Dur
         }
         shared.release_threads();
         let tallies: Vec<_> = handles.into_iter().map(|h| h.join()).collect();
-        (tallies, start.map(|_| config.duration))
+        (tallies, start.map(|_| config.duration), ready)
     });
     progress.done();
 
     let tally = merge(tallies)?;
     let Some(measured) = measured else {
+        if ready {
+            // Every connection was up; whoever runs us (a parent over several load
+            // processes) said stop, because another was not.
+            return Err(format!(
+                "established all {total} connections, then was told to stop before the \
+                 window (another load process was not ready)"
+            ));
+        }
         return Err(nothing_measured(&tally, total));
     };
     Ok((tally, measured))

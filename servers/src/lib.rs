@@ -45,8 +45,8 @@ use signal_hook::iterator::Signals;
 
 pub use handler::Proto;
 pub use server::{
-    default_executor, default_max_connections, listen, raise_fd_limit, Config, EtDrain, ServeFn,
-    Server, UringMode, Waits,
+    default_executor, default_max_connections, inherited_listener, listen, raise_fd_limit, Config,
+    EtDrain, Listen, ServeFn, Server, UringMode, Waits,
 };
 pub use stats::{Snapshot, Stats};
 

@@ -34,6 +34,11 @@ pub struct Config {
     pub threads: Option<usize>,
     /// `prefork`: worker processes. None: one per CPU it may use.
     pub workers: Option<usize>,
+    /// `prefork`: how its workers share the port.
+    pub listen: Listen,
+    /// `epoll-et`: wait on the listener with EPOLLEXCLUSIVE, as one of several processes
+    /// that share it (prefork's workers with `--listen shared`).
+    pub accept_exclusive: bool,
     /// `epoll-et`: when a drain stops reading.
     pub et_drain: EtDrain,
     /// `io-uring`: how it accepts and receives.
@@ -65,6 +70,26 @@ pub enum EtDrain {
     /// At EAGAIN: one more read per event, which finds nothing. The naive rule, kept
     /// to measure what it costs.
     Eagain,
+}
+
+/// `prefork`: how the workers share the port. Either way the master makes every
+/// listening socket before a worker starts and keeps it open until it stops, so a
+/// connection queued on one is never reset: not while the workers start, not while a
+/// dead one is replaced (its successor inherits the same socket and its queue).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Listen {
+    /// A socket per worker, all bound to the port with SO_REUSEPORT: the kernel hashes
+    /// each new connection to one of them, so each worker has its own accept queue and
+    /// about its share of the connections.
+    #[default]
+    Reuseport,
+    /// One socket, inherited by every worker (nginx's default), each waiting on it with
+    /// EPOLLEXCLUSIVE: one idle worker is woken per connection, and which one is not
+    /// balanced (the first idle one in the socket's wait queue takes the most).
+    Shared,
+    /// One inherited socket without EPOLLEXCLUSIVE: every idle worker wakes for every
+    /// connection and all but one find nothing to accept (the thundering herd).
+    Herd,
 }
 
 /// `reactor`: how a handler that must wait (`/wait/MS`) is written. The same answer, the
@@ -104,6 +129,8 @@ impl Default for Config {
             waits: Waits::default(),
             threads: None,
             workers: None,
+            listen: Listen::default(),
+            accept_exclusive: false,
             et_drain: EtDrain::default(),
             uring_mode: UringMode::default(),
             header_timeout: Some(DEFAULT_HEADER_TIMEOUT),
@@ -298,6 +325,24 @@ pub fn listen(addr: SocketAddr, backlog: i32, reuse_port: bool) -> io::Result<Tc
     socket.bind(&addr.into())?;
     socket.listen(backlog)?;
     Ok(socket.into())
+}
+
+/// The listening socket a parent left open for us at `fd` (prefork's master for its
+/// workers), checked to be one.
+pub fn inherited_listener(fd: RawFd) -> io::Result<TcpListener> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: fcntl only asks whether the number names an open descriptor.
+    if unsafe { libc::fcntl(fd, libc::F_GETFD) } == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the descriptor is open (above) and outlives this borrow.
+    let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
+    if !socket2::SockRef::from(&borrowed).is_listener()? {
+        return Err(io::Error::other("it does not listen"));
+    }
+    // SAFETY: an open listening socket that nothing else in this process owns: it came
+    // across exec, and from here on the listener closes it.
+    Ok(unsafe { TcpListener::from_raw_fd(fd) })
 }
 
 /// Raise the soft descriptor limit to the hard one: C10K needs more than the usual 1024.

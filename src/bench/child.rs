@@ -224,9 +224,9 @@ impl Server {
         }
     }
 
-    /// "NAME MESSAGE; it said: LAST STDERR LINES".
+    /// "NAME MESSAGE; it said: LAST STDERR LINES": a server that died says why last.
     pub fn failed(&self, what: &str) -> String {
-        let said = self.said();
+        let said = self.said_last(3);
         if said.is_empty() {
             format!("{} {what}", self.name)
         } else {
@@ -234,16 +234,28 @@ impl Server {
         }
     }
 
-    /// The server's stderr beyond its "listening on" line (warnings, refusals), joined.
+    /// The server's first stderr lines beyond its "listening on" line (warnings,
+    /// refusals), joined.
     pub fn said(&self) -> String {
+        self.lines_said(|lines| lines.into_iter().take(3).collect())
+    }
+
+    /// Its last `n` lines, joined.
+    fn said_last(&self, n: usize) -> String {
+        self.lines_said(|lines| {
+            let skip = lines.len().saturating_sub(n);
+            lines.into_iter().skip(skip).collect()
+        })
+    }
+
+    fn lines_said(&self, pick: impl FnOnce(Vec<&str>) -> Vec<&str>) -> String {
         let lines = self.stderr.lock().unwrap();
         let said: Vec<&str> = lines
             .iter()
             .filter(|l| !l.contains(" listening on ") && !l.starts_with(remote::PID_SAID))
             .map(|l| l.trim())
-            .take(3)
             .collect();
-        said.join(" | ")
+        pick(said).join(" | ")
     }
 
     /// A limit met by this server: `why`, with what the server said about it, if anything.

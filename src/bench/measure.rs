@@ -242,11 +242,9 @@ fn load(rig: &Rig, job: &Job, server: &Server) -> loadgen::Config {
     let ports = loadgen::limits::ephemeral_ports();
     let range = usize::from(ports.1 - ports.0) + 1;
     if total * 4 > range {
-        // connect(2) looks for a free port of its source address, and the more of them
-        // are taken (by our connections, and by the TIME_WAITs of the points before),
-        // the longer it looks: at 100,000 connections over 8 addresses the ramp spent
-        // most of its CPU there. So each address holds a tenth of its ports at most.
-        let addrs = total.div_ceil(range / 10).max(8);
+        // Each address holds a tenth of its ports at most (connect(2) slows as they
+        // fill: loadgen::limits::PORT_SHARE), and the rig's are as many as it has.
+        let addrs = loadgen::limits::sources_needed(total, ports).max(8);
         let pool = &rig.network.client_ips;
         config.source_addrs = pool[..addrs.min(pool.len())].to_vec();
     }

@@ -63,11 +63,13 @@ const V2: &[&str] = &["/sys/fs/cgroup/unified", "/sys/fs/cgroup"];
 
 impl CpuQuota {
     pub fn new(share: f64, period: Duration) -> Result<CpuQuota, String> {
-        if !(share > 0.0 && share < 1.0) {
+        if !(share > 0.0 && share <= 1.0) {
             return Err(format!(
-                "a CPU share must be above 0 and below 1, not {share}"
+                "a CPU share must be above 0 and at most 1, not {share}"
             ));
         }
+        // A whole CPU: the cgroup only counts (a pinned server cannot use more).
+        let counts_only = share >= 1.0;
         let period_us = period.as_micros() as u64;
         let quota_us = ((period_us as f64) * share).round() as u64;
         let name = format!("iomodels-bench-{}", std::process::id());
@@ -82,7 +84,12 @@ impl CpuQuota {
             let how =
                 format!("cgroup v1 cpu.cfs_quota_us {quota_us} / cpu.cfs_period_us {period_us}");
             let file = dir.join("cpu.cfs_quota_us");
-            (dir, how, file, quota_us.to_string(), "-1".to_string())
+            let on = if counts_only {
+                "-1".into()
+            } else {
+                quota_us.to_string()
+            };
+            (dir, how, file, on, "-1".to_string())
         } else {
             let root = V2
                 .iter()
@@ -98,11 +105,21 @@ impl CpuQuota {
             make(&dir)?;
             let how = format!("cgroup v2 cpu.max \"{quota_us} {period_us}\"");
             let file = dir.join("cpu.max");
-            let (on, off) = (
-                format!("{quota_us} {period_us}"),
-                format!("max {period_us}"),
-            );
+            let off = format!("max {period_us}");
+            let on = if counts_only {
+                off.clone()
+            } else {
+                format!("{quota_us} {period_us}")
+            };
             (dir, how, file, on, off)
+        };
+        let how = if counts_only {
+            format!(
+                "no limit: {} counts the servers' CPU time only",
+                dir.display()
+            )
+        } else {
+            how
         };
         // Limiting works now, or the run hears why before it starts (and the cgroup goes).
         let works = write(&limit_file, &limited).and_then(|()| write(&limit_file, &unlimited));

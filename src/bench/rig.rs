@@ -101,10 +101,17 @@ impl Rig {
         let share = wanted.server_cpu_share.filter(|_| remote.is_none());
         let quota = share.and_then(|share| match CpuQuota::new(share, QUOTA_PERIOD) {
             Ok(quota) => Some(quota),
-            Err(e) => {
+            Err(e) if share < 1.0 => {
                 notes.push(format!(
                     "the servers ran without a CPU quota ({e}): where the load generator \
                      was saturated, its figures are floors"
+                ));
+                None
+            }
+            Err(e) => {
+                notes.push(format!(
+                    "the servers' CPU time was read from /proc in clock ticks, not counted \
+                     by a cgroup in nanoseconds ({e})"
                 ));
                 None
             }

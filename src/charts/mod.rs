@@ -29,7 +29,12 @@ pub fn draw_all(
             continue;
         }
         let mut notes = notes(&series);
-        if let (true, Some(quota)) = (spec.latency, &run.settings.server_cpu_quota) {
+        let quota = run
+            .settings
+            .server_cpu_quota
+            .as_ref()
+            .filter(|q| q.limits());
+        if let (true, Some(quota)) = (spec.latency, quota) {
             notes.push(format!(
                 "Latency under the servers' CPU quota ({:.0}% of a CPU per {} ms): a throttled \
                  server pauses up to {:.0} ms, and the tail shows it. Compare the models with \

@@ -157,6 +157,7 @@ pub fn idle_p99(run: &Run) -> String {
         .settings
         .server_cpu_quota
         .as_ref()
+        .filter(|q| q.limits())
         .map_or(String::new(), |q| {
             format!(
             " Measured under the servers' CPU quota: a throttled server pauses up to {:.0} ms, \

@@ -31,7 +31,12 @@ pub fn machine_md(run: &Run) -> String {
         ("pinning", m.pinning.note.clone()),
         (
             "server CPU",
-            match &run.settings.server_cpu_quota {
+            match run
+                .settings
+                .server_cpu_quota
+                .as_ref()
+                .filter(|q| q.limits())
+            {
                 Some(q) => format!(
                     "each server limited to {:.0}% of one CPU ({}), so that the server and not \
                      the load generator is the limit; latency includes throttling pauses of up \

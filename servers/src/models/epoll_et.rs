@@ -51,8 +51,16 @@ pub fn setup(listener: TcpListener, server: &Server) -> io::Result<Loop> {
     let acceptor = Acceptor::new(true)?;
     // The interest list lives in the kernel from now on: register once, not every turn.
     let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?;
-    let event = EpollEvent::new(flags(Interest::READ), listener.as_raw_fd() as u64);
-    epoll.add(&listener, event)?;
+    // A listener shared with other processes (prefork's workers, `--listen shared`) wakes
+    // one of their waits per connection with EPOLLEXCLUSIVE, not every one of them.
+    let wake = match server.config.accept_exclusive {
+        true => EpollFlags::EPOLLIN | EpollFlags::EPOLLET | EpollFlags::EPOLLEXCLUSIVE,
+        false => flags(Interest::READ),
+    };
+    epoll.add(
+        &listener,
+        EpollEvent::new(wake, listener.as_raw_fd() as u64),
+    )?;
     // A stop request makes the waker readable: the wait needs no timeout to notice it.
     let waker = server.waker()?;
     let event = EpollEvent::new(flags(Interest::READ), waker.fd() as u64);

@@ -1,6 +1,7 @@
 // ANCHOR: header
 //! `epoll-mt`: one epoll-et loop per core, each with its own listening socket on the
-//! same port (SO_REUSEPORT): how nginx's worker processes share the machine.
+//! same port (SO_REUSEPORT): how nginx's worker processes share the machine with
+//! `listen … reuseport` (by default they share one inherited socket: see prefork).
 //!
 //! - What blocks: each loop, in its own epoll_wait(2).
 //! - Cost per wake-up: as epoll-et, per loop. The kernel spreads new connections over

@@ -1,8 +1,15 @@
 // ANCHOR: header
 //! `prefork`: nginx's architecture. A master process starts N worker processes
-//! (`--workers N`, default: one per CPU it may use); each runs epoll-et's loop on a
-//! listening socket of its own on the same port (SO_REUSEPORT), with a descriptor table
-//! of its own.
+//! (`--workers N`, default: one per CPU it may use); each runs epoll-et's loop, with a
+//! descriptor table of its own, on a listening socket the master made and handed down.
+//!
+//! - How they share the port (`--listen`): a socket per worker on the same port
+//!   (SO_REUSEPORT, the default: the kernel hashes each connection to one worker's
+//!   queue), or nginx's default, one socket every worker inherits and waits on with
+//!   EPOLLEXCLUSIVE (`shared`: one idle worker woken per connection), or without it
+//!   (`herd`: every idle worker woken, all but one for nothing). The master keeps every
+//!   socket open, so a connection queued on one is never reset: not while the workers
+//!   start, not while a dead one is replaced (its successor inherits the socket).
 //!
 //! - What blocks: each worker, in its own epoll_wait(2). The master serves nothing: it
 //!   waits in poll(2) for a stop request or a worker's death (SIGCHLD).
@@ -20,8 +27,8 @@
 // ANCHOR_END: header
 
 use std::io::{self, BufRead, BufReader};
-use std::net::{SocketAddr, TcpListener};
-use std::os::fd::AsFd;
+use std::net::TcpListener;
+use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::process::{Child, ChildStdout, Command, Stdio};
@@ -34,7 +41,7 @@ use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
-use crate::server::{Config, Server};
+use crate::server::{Config, Listen, Server};
 use crate::stats::{Snapshot, Stats};
 use crate::trace::Event;
 
@@ -65,13 +72,20 @@ pub fn serve(listener: TcpListener, server: &Arc<Server>) -> io::Result<()> {
         .workers
         .unwrap_or_else(|| thread::available_parallelism().map_or(1, |n| n.get()))
         .max(1);
+    // Every socket exists, and queues connections, before the first worker starts; the
+    // master holds them until it stops. A socket dropped while the port is in use would
+    // take the connections queued on it with it, each reset.
     let addr = listener.local_addr()?;
+    let mut listeners = vec![listener];
+    if server.config.listen == Listen::Reuseport {
+        for _ in 1..n {
+            listeners.push(crate::server::listen(addr, server.config.backlog, true)?);
+        }
+    }
+    let listener_of = |i: usize| &listeners[i % listeners.len()];
     let running = (0..n)
-        .map(|i| Worker::start(i, addr, &server.config))
+        .map(|i| Worker::start(i, listener_of(i), &server.config))
         .collect::<io::Result<Vec<_>>>()?;
-    // Every worker listens beside us now. Ours leaves the port's group: the kernel
-    // would otherwise queue connections on a socket nobody accepts from.
-    drop(listener);
     server.announce();
     let workers = Arc::new(Mutex::new(Workers {
         running,
@@ -115,13 +129,15 @@ pub fn serve(listener: TcpListener, server: &Arc<Server>) -> io::Result<()> {
                 worker.child.id()
             );
             Stats::add(&server.stats.worker_restarts, 1);
-            *worker = Worker::start(i, addr, &server.config)?;
+            *worker = Worker::start(i, listener_of(i), &server.config)?;
         }
         // ANCHOR_END: dispatch
     }
     // ANCHOR: accept
-    // Each worker accepts from its own listener; the kernel picks which listener a new
-    // connection joins by a hash of its addresses (SO_REUSEPORT), as for epoll-mt's loops.
+    // Each worker accepts from the socket it inherited. With `--listen reuseport` the
+    // kernel picks which worker's socket a new connection joins by a hash of its
+    // addresses, as for epoll-mt's loops; with `shared` every worker's epoll waits on
+    // the one socket, and the kernel wakes one of those waiting (EPOLLEXCLUSIVE).
     // ANCHOR_END: accept
 
     // ANCHOR: readable
@@ -143,13 +159,12 @@ pub fn serve(listener: TcpListener, server: &Arc<Server>) -> io::Result<()> {
 
 // ANCHOR: worker
 impl Worker {
-    /// Start worker `i`: this binary's `serve epoll-et`, on `addr` beside the others,
+    /// Start worker `i`: this binary's `serve epoll-et` on `listener`, which it inherits,
     /// with the master's settings; return once it says it listens.
-    fn start(i: usize, addr: SocketAddr, config: &Config) -> io::Result<Worker> {
+    fn start(i: usize, listener: &TcpListener, config: &Config) -> io::Result<Worker> {
+        let fd = listener.as_raw_fd();
         let mut cmd = Command::new(std::env::current_exe()?);
-        cmd.args(["serve", "epoll-et", "--reuse-port"])
-            .args(["--bind", &addr.ip().to_string()])
-            .args(["--port", &addr.port().to_string()])
+        cmd.args(["serve", "epoll-et", "--listen-fd", &fd.to_string()])
             .args(["--proto", config.proto.name()])
             .args(["--backlog", &config.backlog.to_string()])
             .args(["--header-timeout", &timeout(config.header_timeout)])
@@ -157,6 +172,10 @@ impl Worker {
             // Each worker's own cap: it has a descriptor table of its own.
             .args(["--max-connections", &config.max_connections.to_string()])
             .args(trace_args(config, i))
+            .args(match config.listen {
+                Listen::Shared => &["--accept-exclusive"][..],
+                Listen::Reuseport | Listen::Herd => &[],
+            })
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -164,10 +183,16 @@ impl Worker {
         // port; ours are sent SIGTERM when it dies, so that whoever killed it (a test,
         // the suite out of patience) leaves nothing behind.
         let master = nix::unistd::getpid();
-        // SAFETY: between fork and exec only async-signal-safe calls are allowed; prctl
-        // and getppid are plain system calls, and nothing here allocates.
+        // SAFETY: between fork and exec only async-signal-safe calls are allowed; prctl,
+        // fcntl and getppid are plain system calls, and nothing here allocates. The
+        // descriptor is the master's listener, open for as long as the master runs.
         unsafe {
             cmd.pre_exec(move || {
+                // The one descriptor the worker keeps across exec: its listener (every
+                // other one the master holds is close-on-exec).
+                if libc::fcntl(fd, libc::F_SETFD, 0) == -1 {
+                    return Err(io::Error::last_os_error());
+                }
                 nix::sys::prctl::set_pdeathsig(Signal::SIGTERM)?;
                 // A master that died before that line sends nothing: look.
                 if nix::unistd::getppid() != master {
