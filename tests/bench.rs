@@ -755,3 +755,142 @@ fn a_killed_runs_leftovers_are_removed_by_the_next() {
     );
     assert!(cgroups_of(pid).is_empty());
 }
+
+/// Network namespaces, veths and TUN devices of the run of `pid` still here.
+fn links_of(pid: u32) -> String {
+    let out = |args: &[&str]| {
+        let o = Command::new("ip").args(args).output().unwrap();
+        String::from_utf8_lossy(&o.stdout).to_string()
+    };
+    let found: Vec<String> = [out(&["netns", "list"]), out(&["link", "show"])]
+        .join("\n")
+        .lines()
+        .filter(|l| {
+            l.contains(&format!("iomodels-server-{pid}"))
+                || l.contains(&format!("iomodels-client-{pid}"))
+                || l.contains(&format!("iom{pid}"))
+        })
+        .map(String::from)
+        .collect();
+    found.join("\n")
+}
+
+/// Stopped at other moments: at once (while it sets up its namespaces and starts the
+/// first server), inside a window across namespaces joined by a delay line, and during
+/// the wrk cross-check. Each time: exit 130, why in run.json, and no process, cgroup,
+/// namespace, veth or TUN device of the run left.
+#[test]
+fn a_run_stopped_at_any_moment_leaves_nothing_behind() {
+    use nix::sys::signal::{kill, Signal};
+    use nix::unistd::Pid;
+    let exe = env!("CARGO_BIN_EXE_iomodels");
+    let stop_and_check =
+        |mut child: std::process::Child, dir: &Path, signal: Signal, when: &str| {
+            let pid = child.id();
+            kill(Pid::from_raw(pid as i32), signal).unwrap();
+            let asked = std::time::Instant::now();
+            let status = loop {
+                if let Some(status) = child.try_wait().unwrap() {
+                    break status;
+                }
+                assert!(
+                    asked.elapsed().as_secs() < 60,
+                    "{when}: not stopped within 60 s"
+                );
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            };
+            assert_eq!(status.code(), Some(130), "{when}");
+            if let Ok(run) = Run::load(dir) {
+                assert!(
+                    run.stopped.is_some(),
+                    "{when}: run.json does not say it stopped"
+                );
+            }
+            assert!(cgroups_of(pid).is_empty(), "{when}: {:?}", cgroups_of(pid));
+            assert!(children_of(pid).is_empty(), "{when}: processes left");
+            let links = links_of(pid);
+            assert!(links.is_empty(), "{when}: left {links}");
+        };
+    let netns = |name: &str| {
+        let dir = scratch(name, false).join("run");
+        let child = Command::new(exe)
+            .args([
+                "bench",
+                "--netns",
+                "--link-delay",
+                "1ms",
+                "--experiments",
+                "idle",
+            ])
+            .args([
+                "--models",
+                "epoll-et",
+                "--idle-points",
+                "0,100",
+                "--repeats",
+                "20",
+            ])
+            .args(["--warmup", "100ms", "--window", "500ms", "--out"])
+            .arg(&dir)
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        (child, dir)
+    };
+    // At once: the namespaces and the delay line are being made.
+    let (child, dir) = netns("stopped-at-once");
+    std::thread::sleep(std::time::Duration::from_millis(150));
+    stop_and_check(
+        child,
+        &dir,
+        Signal::SIGINT,
+        "at once, with --netns --link-delay",
+    );
+    // Inside a window, across the delay line.
+    let (child, dir) = netns("stopped-in-netns");
+    wait_for_points(&dir, 1);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    stop_and_check(
+        child,
+        &dir,
+        Signal::SIGHUP,
+        "in a window, with --netns --link-delay",
+    );
+    // During the wrk cross-check (where wrk is installed).
+    if Command::new("wrk").arg("--version").output().is_err() {
+        return;
+    }
+    let dir = scratch("stopped-in-wrk", false).join("run");
+    let child = Command::new(exe)
+        .args(["bench", "--experiments", "idle", "--models", "epoll-et"])
+        .args([
+            "--idle-points",
+            "0",
+            "--repeats",
+            "1",
+            "--warmup",
+            "100ms",
+            "--window",
+            "300ms",
+            "--out",
+        ])
+        .arg(&dir)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let started = std::time::Instant::now();
+    let wrk_runs = || {
+        children_of(pid).iter().any(|c| {
+            std::fs::read_to_string(format!("/proc/{c}/comm")).is_ok_and(|n| n.trim() == "wrk")
+        })
+    };
+    while !wrk_runs() {
+        assert!(started.elapsed().as_secs() < 60, "wrk never ran");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    stop_and_check(child, &dir, Signal::SIGTERM, "during the wrk cross-check");
+    let run = Run::load(&dir).unwrap();
+    assert!(run.stopped.unwrap().contains("cross-check"));
+    assert!(run.crosscheck.is_none());
+}

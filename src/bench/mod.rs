@@ -70,12 +70,13 @@ fn undisturbed(rig: &Rig, job: &measure::Job, log: &Log) -> Point {
 
 /// Run the suite; returns the run (also saved as run.json in `options.out`).
 pub fn run(options: &Options) -> Result<Run, String> {
+    // First of all, so that a signal at any later moment finds the run ready to stop.
+    let stop = stop::Stop::install()?;
     let out = &options.out;
     save::claim(out)?;
     for removed in stop::leftovers() {
         eprintln!("iomodels: removed what an earlier run left behind: {removed}");
     }
-    let stop = stop::Stop::install()?;
     let (rig, rig_notes) = Rig::set_up(options.rig())?;
     let (peers, mut notes) = jobs::peers(options);
     notes.extend(rig_notes);
@@ -133,6 +134,15 @@ pub fn run(options: &Options) -> Result<Run, String> {
                 Ok(c) => run.crosscheck = Some(c),
                 Err(e) => run.notes.push(format!("the wrk cross-check failed: {e}")),
             },
+        }
+        if stop.asked() {
+            // Its server and wrk are gone with the cross-check; what it measured while
+            // being stopped is no cross-check.
+            run.crosscheck = None;
+            run.stopped = Some(format!(
+                "stopped by a signal during the wrk cross-check, after all {} points",
+                run.points.len()
+            ));
         }
     }
     run.save(out)?;

@@ -27,9 +27,9 @@ impl Profile {
             // Six minutes hold some 250 windows here, with a server started for each:
             // several repeats of fewer points rather than one of many, since one repeat
             // per point let a burst of interference become the lesson. The idle
-            // experiment gets five: with three, its A/A servers were 11-15% apart at
-            // their worst point (three quick runs, 2026-12-03); with five, 7-9% in four
-            // runs of six and 14% in one (methodology: Noise).
+            // experiment gets five. Under half a CPU per server, its A/A servers were
+            // 11-17% apart at their worst point with three or five; with a whole CPU
+            // (the default since), 1.4% with five (methodology: Noise).
             Profile::Quick => Plan {
                 warmup: Duration::from_millis(200),
                 window: Duration::from_secs(1),

@@ -262,9 +262,11 @@ pub fn memory_per_connection(run: &Run) -> String {
 pub fn counters_md(run: &Run, only: Option<&[&Contender]>) -> String {
     let mut md = String::from(
         "What each wait cost at the largest idle point each model held (its counters over the \
-         window, medians of repeats):\n\n| model | idle | server CPU per request (µs) | system \
-         calls per request | wait calls per request | fds scanned per wait | empty reads per \
-         request | threads | RSS (MB) |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+         window, medians of repeats). Descriptors per wait: those the call scanned (select, \
+         poll, busy-poll's asks), or, where the kernel keeps the list (epoll, io-uring, \
+         sigio), those it handed back ready.\n\n| model | idle | server CPU per request (µs) \
+         | system calls per request | wait calls per request | descriptors per wait | empty \
+         reads per request | threads | RSS (MB) |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|\n",
     );
     let per = |f: fn(&iomodels_servers::Snapshot) -> f64| {
         move |p: &Point| p.server.as_ref()?.counters.as_ref().map(f)
