@@ -8,8 +8,7 @@ use std::time::Duration;
 
 use clap::builder::PossibleValuesParser;
 use clap::{Parser, Subcommand, ValueEnum};
-use indicatif::{ProgressBar, ProgressStyle};
-use iomodels::bench::{self, peers, Profile};
+use iomodels::bench::{self, log::Bar, peers, Profile};
 use iomodels::experiments::Experiment;
 use iomodels::roster;
 use iomodels_loadgen as loadgen;
@@ -488,9 +487,9 @@ fn load(args: LoadArgs) -> Result<(), String> {
                 .map_err(|e| format!("cannot find this binary: {e}"))?,
             args: vec!["load-worker".into()],
         };
-        loadgen::processes::run(&config, &launcher, &Bar::new())?
+        loadgen::processes::run(&config, &launcher, &Bar::spinner())?
     } else {
-        loadgen::run(&config, &Bar::new())?
+        loadgen::run(&config, &Bar::spinner())?
     };
     print!("{}", report.summary());
     if let Some(path) = args.json {
@@ -587,37 +586,6 @@ fn trace() -> Result<(), String> {
         out.display()
     );
     Ok(())
-}
-
-/// The progress line on stderr (hidden when stderr is not a terminal).
-struct Bar(ProgressBar);
-
-impl Bar {
-    fn new() -> Bar {
-        let bar = ProgressBar::new_spinner();
-        bar.set_style(ProgressStyle::with_template("{spinner} {msg}").expect("valid template"));
-        bar.enable_steady_tick(Duration::from_millis(200));
-        Bar(bar)
-    }
-}
-
-impl loadgen::Progress for Bar {
-    fn ramp(&self, established: u64, failed: u64, total: u64) {
-        self.0.set_message(format!(
-            "established {established} of {total} ({failed} failed)"
-        ));
-    }
-
-    fn running(&self, elapsed: Duration, completed: u64, errors: u64) {
-        self.0.set_message(format!(
-            "{:.1}s  {completed} answered  {errors} errors",
-            elapsed.as_secs_f64()
-        ));
-    }
-
-    fn done(&self) {
-        self.0.finish_and_clear();
-    }
 }
 
 fn print_models() {

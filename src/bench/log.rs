@@ -1,6 +1,8 @@
 //! What a run shows as it goes: a progress bar, and one line per point above it (or
 //! on stderr when there is no terminal).
 
+use std::time::Duration;
+
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::results::Point;
@@ -72,5 +74,36 @@ impl Log {
         } else {
             self.bar.println(line);
         }
+    }
+}
+
+/// `iomodels load`'s progress line on stderr (hidden when stderr is not a terminal).
+pub struct Bar(ProgressBar);
+
+impl Bar {
+    pub fn spinner() -> Bar {
+        let bar = ProgressBar::new_spinner();
+        bar.set_style(ProgressStyle::with_template("{spinner} {msg}").expect("valid template"));
+        bar.enable_steady_tick(Duration::from_millis(200));
+        Bar(bar)
+    }
+}
+
+impl iomodels_loadgen::Progress for Bar {
+    fn ramp(&self, established: u64, failed: u64, total: u64) {
+        self.0.set_message(format!(
+            "established {established} of {total} ({failed} failed)"
+        ));
+    }
+
+    fn running(&self, elapsed: Duration, completed: u64, errors: u64) {
+        self.0.set_message(format!(
+            "{:.1}s  {completed} answered  {errors} errors",
+            elapsed.as_secs_f64()
+        ));
+    }
+
+    fn done(&self) {
+        self.0.finish_and_clear();
     }
 }
