@@ -129,8 +129,14 @@ impl Server {
 
     /// SIGTERM, then wait (boundedly) for the exit; returns its status, stdout and how
     /// long the exit took.
-    fn stop(mut self) -> (ExitStatus, String, Duration) {
-        self.signal(Signal::SIGTERM);
+    fn stop(self) -> (ExitStatus, String, Duration) {
+        self.stop_with(Signal::SIGTERM)
+    }
+
+    /// Send `signal`, then wait (boundedly) for the exit: its status, what it printed on
+    /// stdout, and how long it took.
+    fn stop_with(mut self, signal: Signal) -> (ExitStatus, String, Duration) {
+        self.signal(signal);
         let asked = Instant::now();
         let status = loop {
             if let Some(status) = self.child.try_wait().unwrap() {
@@ -138,7 +144,7 @@ impl Server {
             }
             assert!(
                 asked.elapsed() < PATIENCE,
-                "{}: SIGTERM did not stop it",
+                "{}: {signal} did not stop it",
                 self.model
             );
             thread::sleep(Duration::from_millis(10));
@@ -659,6 +665,103 @@ fn sigterm_exits_0_with_counters(model: &'static str) {
     );
 }
 
+/// SIGQUIT, nginx's graceful stop. A graceful model (the table says which) answers every
+/// request that reaches it, each busy connection's last answer saying `Connection:
+/// close`, and a connection opened after the stop began is refused at connect, never
+/// accepted and then dropped. The others stop at once, as on SIGTERM (not with a core).
+fn sigquit_stops_it_losing_nothing(model: &'static str) {
+    sigquit_stops_it_losing_nothing_with(model, &[]);
+}
+
+fn sigquit_stops_it_losing_nothing_with(model: &'static str, extra: &[&str]) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let graceful = iomodels_servers::model(model).unwrap().graceful;
+    let server = Server::start(model, extra);
+    let addr = server.addr;
+    let stopping = Arc::new(AtomicBool::new(false));
+    // Busy keep-alive clients: what ended each, after how many answers.
+    let busy: Vec<_> = (0..6)
+        .map(|_| {
+            let mut client = server.connect();
+            thread::spawn(move || {
+                let mut answers = 0;
+                loop {
+                    let asked = client
+                        .stream
+                        .write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n");
+                    match asked.and_then(|()| client.response()) {
+                        Ok(r) if r.status == 200 && r.connection == "close" => {
+                            let mut rest = Vec::new();
+                            let end = client.stream.read_to_end(&mut rest).map(|_| rest);
+                            break (answers + 1, format!("told close, then {end:?}"));
+                        }
+                        Ok(r) if r.status == 200 => answers += 1,
+                        other => break (answers, format!("{other:?}")),
+                    }
+                }
+            })
+        })
+        .collect();
+    // Fresh connections, one request each, until two seconds into the stop.
+    let fresh: Vec<_> = (0..3)
+        .map(|_| {
+            let stopping = Arc::clone(&stopping);
+            thread::spawn(move || {
+                let (mut answered, mut refused, mut lost) = (0, 0, Vec::new());
+                let mut stopped_at = None;
+                while stopped_at.is_none_or(|t: Instant| t.elapsed() < Duration::from_secs(2)) {
+                    if stopping.load(Ordering::Relaxed) && stopped_at.is_none() {
+                        stopped_at = Some(Instant::now());
+                    }
+                    let Ok(mut s) = TcpStream::connect_timeout(&addr, PATIENCE) else {
+                        refused += 1; // refused (or unreachable): never accepted
+                        thread::sleep(Duration::from_millis(20));
+                        continue;
+                    };
+                    s.set_read_timeout(Some(PATIENCE)).unwrap();
+                    let mut answer = Vec::new();
+                    let asked = s.write_all(b"GET / HTTP/1.0\r\n\r\n");
+                    match asked.and_then(|()| s.read_to_end(&mut answer)) {
+                        Ok(_) if answer.starts_with(b"HTTP/1.1 200") => answered += 1,
+                        other => lost.push(format!("{other:?} after {} bytes", answer.len())),
+                    }
+                }
+                (answered, refused, lost)
+            })
+        })
+        .collect();
+    thread::sleep(Duration::from_millis(300));
+    stopping.store(true, Ordering::Relaxed);
+    let (status, _, took) = server.stop_with(Signal::SIGQUIT);
+    assert!(status.success(), "{model}: SIGQUIT ended it with {status}");
+    let ends: Vec<_> = busy.into_iter().map(|b| b.join().unwrap()).collect();
+    let (mut answered, mut lost) = (0, Vec::new());
+    for f in fresh {
+        let (a, _refused, l) = f.join().unwrap();
+        answered += a;
+        lost.extend(l);
+    }
+    assert!(
+        answered > 0 && ends.iter().all(|(n, _)| *n > 0),
+        "{model}: not serving before the stop: {answered} fresh answered; {ends:?}"
+    );
+    if !graceful {
+        assert!(took < Duration::from_secs(2), "{model}: took {took:?}");
+        return;
+    }
+    for (n, end) in &ends {
+        assert!(
+            end == "told close, then Ok([])",
+            "{model}: a busy connection ended after {n} answers with {end}"
+        );
+    }
+    assert!(
+        lost.is_empty(),
+        "{model}: {} connections accepted after the stop and not answered: {lost:?}",
+        lost.len()
+    );
+}
+
 /// Out of descriptors (the cap set above the descriptor limit), with every connection
 /// mid-request so that none may be closed to make room: accept fails with EMFILE. The
 /// server must refuse what it cannot hold, not spin or crash, and serve again once
@@ -1035,6 +1138,7 @@ macro_rules! conformance {
                     concurrent_2000,
                     echo_is_byte_exact,
                     sigterm_exits_0_with_counters,
+                    sigquit_stops_it_losing_nothing,
                     emfile_refuses_and_recovers,
                     header_timeout_answers_408_then_closes,
                     idle_timeout_closes_silently,
@@ -1445,6 +1549,14 @@ fn prefork_replaces_a_worker_killed_under_load() {
     );
     let counters = server.stop_for_counters();
     assert_eq!(counters.worker_restarts, 1, "{counters:?}");
+}
+
+/// Each way prefork's workers can share the port loses nothing as it stops gracefully.
+#[test]
+fn prefork_every_listen_design_stops_gracefully_losing_nothing() {
+    for listen in ["shared", "herd"] {
+        sigquit_stops_it_losing_nothing_with("prefork", &["--workers", "4", "--listen", listen]);
+    }
 }
 
 /// Each way prefork's workers can share the port loses nothing as it starts.

@@ -1,7 +1,8 @@
 //! Taking connections off the listen queue, the same way in every model: accept4(2)
 //! with the trap of EMFILE handled (a spare descriptor, [`Acceptor`]), and admission at
 //! the connection cap (`--max-connections`): the longest-idle keep-alive connection makes
-//! room for a newcomer, or the newcomer is answered 503 ([`Newcomer::admit`]).
+//! room for a newcomer, or the newcomer is answered 503 ([`Newcomer::admit`]). And the
+//! end of accepting: a graceful stop that loses no connection ([`Closing`]).
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -9,9 +10,12 @@ use std::io;
 use std::net::{TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, FromRawFd, RawFd};
 use std::sync::RwLock;
+use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
+use nix::poll::PollTimeout;
 use nix::sys::socket::{accept4, SockFlag};
+use socket2::{SockFilter, SockRef};
 
 use crate::conn::{close_evicted, Conn};
 use crate::handler::Proto;
@@ -243,3 +247,83 @@ impl Iterator for Incoming<'_> {
         }
     }
 }
+
+// ANCHOR: closing
+/// A graceful stop (SIGQUIT, as nginx's), in a loop that accepts: no connection the
+/// kernel has completed is lost, every request that arrives is answered.
+///
+/// Closing a listener resets every connection still in its queue, and a connection is
+/// queued (the client's connect has returned) before any accept. So the listener is
+/// first told to drop new SYNs (a socket filter: the client's kernel retries, and once
+/// the port is closed is refused, never reset), the queue is emptied as before, and it
+/// is closed last. Open connections are answered for [`Closing::WINDOW`], each answer
+/// saying it is the last (`Connection: close`); after that those at rest are closed,
+/// and the loop ends once none is left, or at [`Closing::PATIENCE`].
+pub struct Closing {
+    since: Instant,
+}
+
+impl Closing {
+    /// How long open connections are still answered: a request sent as the stop began
+    /// gets its answer, and the client learns the connection is ending.
+    pub const WINDOW: Duration = Duration::from_secs(1);
+    /// The end, whatever is still running (a `/sleep` of a minute).
+    pub const PATIENCE: Duration = Duration::from_secs(10);
+
+    /// Begin: no new connection on `listener` (the ones queued are still accepted), and
+    /// every open one's next answer its last.
+    pub fn begin<'a>(
+        listener: &TcpListener,
+        conns: impl Iterator<Item = &'a mut Conn>,
+    ) -> io::Result<Closing> {
+        refuse_syns(listener)?;
+        conns.for_each(Conn::finish);
+        Ok(Closing {
+            since: Instant::now(),
+        })
+    }
+
+    /// The wait's timeout: the timers', but never past the next step of the stop.
+    pub fn poll_timeout(&self, timers: &Timers, now: Instant) -> PollTimeout {
+        let tick = Duration::from_millis(100);
+        let left = timers.timeout(now).map_or(tick, |t| t.min(tick));
+        PollTimeout::try_from(left).unwrap_or(PollTimeout::MAX)
+    }
+
+    /// After the window, end every connection at rest; true when the loop may return.
+    pub fn over(&self, conns: &mut HashMap<RawFd, Conn>, now: Instant, stats: &Stats) -> bool {
+        let waited = now.duration_since(self.since);
+        if waited < Self::WINDOW {
+            return false;
+        }
+        let resting: Vec<RawFd> = conns
+            .iter()
+            .filter(|(_, c)| c.at_rest())
+            .map(|(&fd, _)| fd)
+            .collect();
+        for fd in resting {
+            if let Some(mut conn) = conns.remove(&fd) {
+                conn.end();
+                conn.close(stats);
+            }
+        }
+        conns.is_empty() || waited >= Self::PATIENCE
+    }
+}
+
+/// A classic BPF socket filter on the listener that drops every segment with SYN set:
+/// no handshake begins, while those already begun (their last ACK) still complete.
+/// The filter reads the TCP header: byte 13 holds the flags, SYN is 0x02.
+pub fn refuse_syns(listener: &TcpListener) -> io::Result<()> {
+    const LD_B_ABS: u16 = (libc::BPF_LD | libc::BPF_B | libc::BPF_ABS) as u16;
+    const JSET_K: u16 = (libc::BPF_JMP | libc::BPF_JSET | libc::BPF_K) as u16;
+    const RET_K: u16 = (libc::BPF_RET | libc::BPF_K) as u16;
+    let program = [
+        SockFilter::new(LD_B_ABS, 0, 0, 13),
+        SockFilter::new(JSET_K, 0, 1, 0x02),
+        SockFilter::new(RET_K, 0, 0, 0),
+        SockFilter::new(RET_K, 0, 0, u32::MAX),
+    ];
+    SockRef::from(listener).attach_filter(&program)
+}
+// ANCHOR_END: closing

@@ -157,6 +157,21 @@ impl Conn {
             || ((self.eof || self.closing) && !self.wants_write() && self.work == Pending::None)
     }
 
+    /// A graceful stop: the next answer is the last one.
+    pub fn finish(&mut self) {
+        self.handler.finish();
+    }
+
+    /// No request begun and nothing owed: a graceful stop may close it, cleanly.
+    pub fn at_rest(&self) -> bool {
+        self.input.is_empty() && !self.wants_write() && self.work == Pending::None
+    }
+
+    /// Close once what is owed is sent (a graceful stop, past its window).
+    pub fn end(&mut self) {
+        self.closing = true;
+    }
+
     /// Bytes received and not yet consumed: a partial request (or input held back).
     pub fn buffered(&self) -> usize {
         self.input.len()

@@ -103,6 +103,9 @@ pub struct Handler {
     close_after: bool,
     /// Closed: all further input is ignored.
     closed: bool,
+    /// The server is stopping gracefully: the next answer is the last (HTTP says so
+    /// with `Connection: close`).
+    last: bool,
 }
 
 impl Handler {
@@ -114,7 +117,13 @@ impl Handler {
             discard_left: 0,
             close_after: false,
             closed: false,
+            last: false,
         }
+    }
+
+    /// The server is stopping: answer what comes, and close after the next answer.
+    pub fn finish(&mut self) {
+        self.last = true;
     }
 
     pub fn proto(&self) -> Proto {
@@ -245,6 +254,9 @@ impl Handler {
                 // A chunked request body is not something our routes need.
                 return self.refuse(input.len(), output, 501);
             }
+        }
+        if self.last {
+            keep_alive = false;
         }
         if version == 1 && !has_host {
             // RFC 9112 3.2: a 1.1 request without Host is answered with 400.

@@ -40,7 +40,7 @@ use std::net::TcpListener;
 use std::sync::Arc;
 
 use nix::sys::signal::{SigSet, Signal};
-use signal_hook::consts::{SIGINT, SIGTERM, SIGUSR1};
+use signal_hook::consts::{SIGINT, SIGQUIT, SIGTERM, SIGUSR1};
 use signal_hook::iterator::Signals;
 
 pub use handler::Proto;
@@ -75,6 +75,9 @@ pub struct Model {
     /// It spreads its connections over worker processes of its own (`--workers`), each
     /// with its own descriptor table: one process's descriptor limit does not bound it.
     pub processes: bool,
+    /// SIGQUIT stops it gracefully, as nginx: no new connection, and none lost (see
+    /// `accept.rs`'s `Closing`). The others take SIGQUIT as SIGTERM: they stop at once.
+    pub graceful: bool,
     /// The model it is read against (its header's "Against ..."): the book shows the
     /// diff between the two files. None for the first.
     pub neighbour: Option<&'static str>,
@@ -105,6 +108,7 @@ pub const MODELS: &[Model] = &[
         max_fds: None,
         announces: false,
         processes: false,
+        graceful: false,
         neighbour: None,
     },
     Model {
@@ -117,6 +121,7 @@ pub const MODELS: &[Model] = &[
         max_fds: None,
         announces: false,
         processes: false,
+        graceful: false,
         neighbour: Some("blocking"),
     },
     Model {
@@ -129,6 +134,7 @@ pub const MODELS: &[Model] = &[
         max_fds: Some(nix::sys::select::FD_SETSIZE as u64),
         announces: false,
         processes: false,
+        graceful: false,
         neighbour: Some("busy-poll"),
     },
     Model {
@@ -141,6 +147,7 @@ pub const MODELS: &[Model] = &[
         max_fds: None,
         announces: false,
         processes: false,
+        graceful: false,
         neighbour: Some("select"),
     },
     Model {
@@ -153,6 +160,7 @@ pub const MODELS: &[Model] = &[
         max_fds: None,
         announces: false,
         processes: false,
+        graceful: false,
         neighbour: Some("poll"),
     },
     Model {
@@ -165,6 +173,7 @@ pub const MODELS: &[Model] = &[
         max_fds: None,
         announces: false,
         processes: false,
+        graceful: true,
         neighbour: Some("epoll-lt"),
     },
     Model {
@@ -177,6 +186,7 @@ pub const MODELS: &[Model] = &[
         max_fds: None,
         announces: false,
         processes: false,
+        graceful: false,
         neighbour: Some("blocking"),
     },
     Model {
@@ -189,6 +199,7 @@ pub const MODELS: &[Model] = &[
         max_fds: None,
         announces: false,
         processes: false,
+        graceful: false,
         neighbour: Some("epoll-lt"),
     },
     Model {
@@ -202,6 +213,7 @@ pub const MODELS: &[Model] = &[
         max_fds: None,
         announces: false,
         processes: false,
+        graceful: false,
         neighbour: Some("epoll-et"),
     },
     Model {
@@ -214,6 +226,7 @@ pub const MODELS: &[Model] = &[
         max_fds: None,
         announces: false,
         processes: false,
+        graceful: false,
         neighbour: Some("epoll-et"),
     },
     Model {
@@ -226,6 +239,7 @@ pub const MODELS: &[Model] = &[
         max_fds: None,
         announces: false,
         processes: false,
+        graceful: true,
         neighbour: Some("epoll-et"),
     },
     Model {
@@ -238,6 +252,7 @@ pub const MODELS: &[Model] = &[
         max_fds: None,
         announces: true,
         processes: true,
+        graceful: true,
         neighbour: Some("epoll-mt"),
     },
 ];
@@ -247,7 +262,7 @@ pub fn model(name: &str) -> Option<&'static Model> {
     MODELS.iter().find(|m| m.name == name)
 }
 
-/// Run `model` on `listener` until SIGINT or SIGTERM; print its counters as one JSON line
+/// Run `model` on `listener` until SIGINT or SIGTERM (or SIGQUIT, gracefully); print its counters as one JSON line
 /// on stdout then (and on every SIGUSR1), and return them. `ready` is called once the
 /// signals are handled: only then may the caller say that it listens (a SIGUSR1 sent
 /// earlier would still have its default action, and end the process).
@@ -261,19 +276,26 @@ pub fn run(
     // A parent may have started us with these blocked (a mask survives exec; prefork's
     // master blocks them, as every model thread does): the signal thread must take them.
     let mut handled = SigSet::empty();
-    for signal in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGUSR1] {
+    for signal in [
+        Signal::SIGINT,
+        Signal::SIGTERM,
+        Signal::SIGQUIT,
+        Signal::SIGUSR1,
+    ] {
         handled.add(signal);
     }
     handled.thread_unblock()?;
-    let mut signals = Signals::new([SIGINT, SIGTERM, SIGUSR1])?;
+    let mut signals = Signals::new([SIGINT, SIGTERM, SIGQUIT, SIGUSR1])?;
     let watcher = Arc::clone(&server);
-    let name = model.name;
+    let (name, graceful) = (model.name, model.graceful);
     std::thread::Builder::new()
         .name("signals".into())
         .spawn(move || {
             for signal in signals.forever() {
                 if signal == SIGUSR1 {
                     print_snapshot(&watcher.snapshot(name));
+                } else if signal == SIGQUIT && graceful && !watcher.closing() {
+                    watcher.close_gracefully();
                 } else {
                     watcher.stop();
                 }

@@ -170,6 +170,8 @@ pub struct Server {
     pub config: Config,
     pub stats: Stats,
     stop: AtomicBool,
+    /// A graceful stop was asked (SIGQUIT): no new connection, the open ones answered.
+    closing: AtomicBool,
     wakers: Mutex<Vec<Arc<Waker>>>,
     /// Where the counters come from when they are not all in `stats`: `prefork`'s
     /// workers, each a process of its own.
@@ -197,6 +199,7 @@ impl Server {
             config,
             stats,
             stop: AtomicBool::new(false),
+            closing: AtomicBool::new(false),
             wakers: Mutex::new(Vec::new()),
             gather: Mutex::new(None),
             announced: (Mutex::new(false), std::sync::Condvar::new()),
@@ -250,6 +253,20 @@ impl Server {
         }
     }
 
+    /// True once SIGQUIT arrived, for a model that stops gracefully ([`crate::Model`]'s
+    /// `graceful`): it takes no new connection, answers the open ones, then returns.
+    pub fn closing(&self) -> bool {
+        self.closing.load(Ordering::Relaxed)
+    }
+
+    /// Ask every loop to stop gracefully: set the flag, then wake each loop.
+    pub fn close_gracefully(&self) {
+        self.closing.store(true, Ordering::Relaxed);
+        for waker in self.wakers.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+            waker.wake();
+        }
+    }
+
     /// A waker for one loop to watch beside its sockets: readable once a stop is asked.
     pub fn waker(&self) -> io::Result<Arc<Waker>> {
         let waker = Arc::new(Waker::new()?);
@@ -257,7 +274,7 @@ impl Server {
         wakers.push(Arc::clone(&waker));
         // Under the lock `stop` takes after setting the flag: a stop asked before this
         // waker existed is not missed.
-        if self.stopping() {
+        if self.stopping() || self.closing() {
             waker.wake();
         }
         Ok(waker)

@@ -366,3 +366,23 @@ proptest! {
         prop_assert_eq!(feed(Proto::Http, &[a, b]), feed(Proto::Http, &[&data]));
     }
 }
+
+/// A graceful stop: after `finish`, the next answer says it is the last and the handler
+/// closes; what came before it was keep-alive.
+#[test]
+fn after_finish_the_next_answer_is_the_last() {
+    let mut handler = Handler::new(Proto::Http);
+    let mut output = Vec::new();
+    let request = get("/");
+    let first = handler.handle(&request, &mut output);
+    assert_eq!(
+        (first.consumed, first.step),
+        (request.len(), Step::NeedInput)
+    );
+    assert!(String::from_utf8_lossy(&output).contains("Connection: keep-alive"));
+    output.clear();
+    handler.finish();
+    let last = handler.handle(&request, &mut output);
+    assert_eq!(last.step, Step::Close);
+    assert!(String::from_utf8_lossy(&output).contains("Connection: close"));
+}

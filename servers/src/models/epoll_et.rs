@@ -21,7 +21,7 @@ use std::time::Instant;
 use nix::errno::Errno;
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags};
 
-use crate::accept::{close_longest_idle, Acceptor};
+use crate::accept::{close_longest_idle, Acceptor, Closing};
 use crate::conn::{close_expired, Conn, Interest, Io};
 use crate::server::{EtDrain, Server};
 use crate::stats::Stats;
@@ -82,15 +82,24 @@ pub fn run(setup: Loop, server: &Arc<Server>) -> io::Result<()> {
     let mut timers = Timers::new(&server.config);
     let mut events = vec![EpollEvent::empty(); MAX_EVENTS];
     let mut now = Instant::now();
+    let mut closing: Option<Closing> = None;
     // ANCHOR_END: setup
 
     while !server.stopping() {
         // ANCHOR: wait
+        // A graceful stop (SIGQUIT) begins: no new connection, the open ones answered.
+        if closing.is_none() && server.closing() {
+            closing = Some(Closing::begin(&listener, conns.values_mut())?);
+        }
+        let timeout = match &closing {
+            Some(closing) => closing.poll_timeout(&timers, now),
+            None => timers.poll_timeout(now),
+        };
         // The kernel keeps the interest list between calls and fills a ready list as
         // packets arrive: only the ready descriptors come back, nothing to scan. Sleep
         // until one is ready or the nearest deadline: nothing else wakes us.
         server.stats.wait_begins("epoll_wait");
-        let ready = match epoll.wait(&mut events, timers.poll_timeout(now)) {
+        let ready = match epoll.wait(&mut events, timeout) {
             Ok(n) => n,
             Err(Errno::EINTR) => 0,
             Err(e) => return Err(e.into()),
@@ -129,6 +138,12 @@ pub fn run(setup: Loop, server: &Arc<Server>) -> io::Result<()> {
         }
         // Then the deadlines: close every connection whose time ran out.
         close_expired(&mut conns, &mut timers, now, &server.stats);
+        if closing
+            .as_ref()
+            .is_some_and(|c| c.over(&mut conns, now, &server.stats))
+        {
+            break;
+        }
         // ANCHOR_END: dispatch
     }
     Ok(())
@@ -161,6 +176,9 @@ fn accept(
             continue;
         }
         conn.registered = Interest::READ_WRITE;
+        if server.closing() {
+            conn.finish(); // queued before the stop: answered, once
+        }
         timers.watch(conn.fd() as usize, conn.clock(), now);
         conns.insert(conn.fd(), conn);
     }

@@ -21,6 +21,8 @@
 //!   contended, and a worker that dies takes only its own connections with it: the
 //!   master starts another. The price: the counters live in N processes (the master
 //!   gathers them), and no worker can take over another's connections.
+//! - Stopping, as nginx's master: SIGTERM stops every worker at once, SIGQUIT
+//!   gracefully (passed on; see `accept.rs`'s `Closing`: no new connection, none lost).
 //! - The workers are this binary's `serve epoll-et`, started with fork and exec. nginx
 //!   forks without exec; a process that has started threads (ours has its signal
 //!   thread) may only call async-signal-safe functions between fork and exec.
@@ -100,7 +102,7 @@ pub fn serve(listener: TcpListener, server: &Arc<Server>) -> io::Result<()> {
     let stop = server.waker()?;
     // ANCHOR_END: setup
 
-    while !server.stopping() {
+    while !(server.stopping() || server.closing()) {
         // ANCHOR: wait
         // The master's only wait: for the stop waker, or for SIGCHLD.
         let mut fds = [
@@ -121,7 +123,7 @@ pub fn serve(listener: TcpListener, server: &Arc<Server>) -> io::Result<()> {
             let Ok(Some(status)) = worker.child.try_wait() else {
                 continue;
             };
-            if server.stopping() {
+            if server.stopping() || server.closing() {
                 break;
             }
             eprintln!(
@@ -149,9 +151,15 @@ pub fn serve(listener: TcpListener, server: &Arc<Server>) -> io::Result<()> {
     // ANCHOR_END: writable
 
     // ANCHOR: close
-    // Stop every worker as nginx's master does: pass the signal on, wait for each, and
-    // keep the counters each prints as it exits.
-    workers.lock().unwrap().stop(&server.stats);
+    // Stop every worker as nginx's master does: pass the signal on (SIGQUIT: each takes
+    // no new connection and answers the open ones), wait for each, and keep the counters
+    // each prints as it exits. Only then are the listeners closed, their queues empty.
+    let signal = match server.closing() {
+        true => Signal::SIGQUIT,
+        false => Signal::SIGTERM,
+    };
+    workers.lock().unwrap().stop(signal, &server.stats);
+    drop(listeners);
     gather_traces(&server.config, &server.stats);
     Ok(())
     // ANCHOR_END: close
@@ -278,10 +286,10 @@ impl Workers {
         sum
     }
 
-    /// SIGTERM to every worker, then wait for each and keep the sum of its last counters.
-    fn stop(&mut self, master: &Stats) {
+    /// `signal` to every worker, then wait for each and keep the sum of its last counters.
+    fn stop(&mut self, signal: Signal, master: &Stats) {
         for worker in &self.running {
-            let _ = kill(Pid::from_raw(worker.child.id() as i32), Signal::SIGTERM);
+            let _ = kill(Pid::from_raw(worker.child.id() as i32), signal);
         }
         let mut sum = master.snapshot("prefork");
         for worker in &mut self.running {
