@@ -475,9 +475,10 @@ fn load(args: LoadArgs) -> Result<(), String> {
     config.connect_rate = args.connect_rate;
     config.source_addrs = args.source_addrs.map(|a| a.0).unwrap_or_default();
     config.timeout = args.timeout;
-    if let Some(said) =
-        loadgen::limits::spread_sources(&mut config, loadgen::limits::ephemeral_ports())
-    {
+    let spread = loadgen::limits::spread_sources(&mut config, loadgen::limits::ephemeral_ports());
+    let queue = loadgen::limits::somaxconn()
+        .and_then(|m| loadgen::limits::check_backlog(config.connect_rate, m));
+    for said in spread.into_iter().chain(queue) {
         eprintln!("iomodels: {said}");
     }
 

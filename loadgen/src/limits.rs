@@ -1,7 +1,9 @@
 //! The machine's limits a run can hit before the server does: descriptors and ports,
-//! each checked before the run starts, with the number that is short and how to raise it.
+//! each checked before the run starts, with the number that is short and how to raise it;
+//! and the listen queues, whose overflow is seen as it happens ([`Overflows`]).
 
 use std::net::{IpAddr, Ipv4Addr};
+use std::time::Duration;
 
 use nix::sys::resource::{getrlimit, setrlimit, Resource};
 
@@ -138,6 +140,80 @@ pub fn check_ports(connections: usize, sources: usize, range: (u16, u16)) -> Res
     ))
 }
 
+/// `net.core.somaxconn`: the kernel caps every listen backlog at it.
+pub fn somaxconn() -> Option<u64> {
+    std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// How long a server may leave its queue unattended before a ramp at the connect rate
+/// overflows it: a loop busy with one request, a scheduler's time slice.
+const QUEUE_SLACK: Duration = Duration::from_millis(50);
+
+/// A warning when `net.core.somaxconn` (`somaxconn`) cannot queue [`QUEUE_SLACK`] of
+/// connections at `connect_rate` a second: a server busy that long drops SYNs, and each
+/// dropped one waits a second to be sent again. None when it can.
+pub fn check_backlog(connect_rate: f64, somaxconn: u64) -> Option<String> {
+    let arrive = (connect_rate * QUEUE_SLACK.as_secs_f64()).ceil() as u64;
+    (somaxconn < arrive).then(|| {
+        format!(
+            "warning: net.core.somaxconn is {somaxconn}, and --connect-rate {connect_rate} \
+             brings {arrive} connections in {} ms: a server that takes longer to accept \
+             overflows its queue, and each overflowed connection waits a second; raise it \
+             (`sysctl -w net.core.somaxconn={}`, and the server's backlog) or lower \
+             --connect-rate",
+            QUEUE_SLACK.as_millis(),
+            arrive.next_power_of_two().max(4096)
+        )
+    })
+}
+
+/// The kernel's count of connections a full listen queue turned away (TcpExt
+/// `ListenOverflows` in /proc/net/netstat), from a start: every listener of this network
+/// namespace counts, so a run to a loopback server sees its own server's.
+pub struct Overflows {
+    at_start: Option<u64>,
+}
+
+impl Overflows {
+    pub fn start() -> Overflows {
+        Overflows {
+            at_start: listen_overflows(),
+        }
+    }
+
+    /// Overflows since the start (None: /proc/net/netstat unreadable).
+    pub fn since(&self) -> Option<u64> {
+        Some(listen_overflows()?.saturating_sub(self.at_start?))
+    }
+
+    /// What to say of `n` overflows while `established` of `total` connections were up.
+    pub fn explain(n: u64, established: u64, total: u64) -> String {
+        let max = somaxconn().map_or("unknown".into(), |m| m.to_string());
+        format!(
+            "the server's listen queue overflowed {n} times while {established} of {total} \
+             connections were up (ListenOverflows, /proc/net/netstat): each turned-away SYN \
+             is sent again a second later. Its queue holds min(its backlog, \
+             net.core.somaxconn = {max}); raise both, or lower --connect-rate"
+        )
+    }
+}
+
+/// TcpExt `ListenOverflows`: the second of /proc/net/netstat's two `TcpExt:` lines holds
+/// the values of the names on the first.
+fn listen_overflows() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/net/netstat").ok()?;
+    let mut lines = text.lines().filter(|l| l.starts_with("TcpExt:"));
+    let (names, values) = (lines.next()?, lines.next()?);
+    let at = names
+        .split_whitespace()
+        .position(|n| n == "ListenOverflows")?;
+    values.split_whitespace().nth(at)?.parse().ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -182,6 +258,53 @@ mod tests {
         assert!(far.source_addrs.is_empty());
         // Past 255: the next /24.
         assert_eq!(loopback_sources(300)[299].to_string(), "127.0.1.45");
+    }
+
+    #[test]
+    fn a_shallow_somaxconn_is_warned_with_the_number_that_would_do() {
+        assert_eq!(check_backlog(20_000.0, 4096), None);
+        let said = check_backlog(20_000.0, 128).expect("warned");
+        assert!(
+            said.contains("somaxconn is 128") && said.contains("1000 connections in 50 ms"),
+            "{said}"
+        );
+        assert!(said.contains("somaxconn=4096"), "{said}");
+    }
+
+    /// A listener with a queue of one, never accepted from: the second connect's
+    /// handshake overflows it, and the count says so.
+    #[test]
+    fn an_overflowing_queue_is_counted() {
+        let listener =
+            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        listener
+            .bind(
+                &"127.0.0.1:0"
+                    .parse::<std::net::SocketAddr>()
+                    .unwrap()
+                    .into(),
+            )
+            .unwrap();
+        listener.listen(0).unwrap();
+        let addr = listener.local_addr().unwrap().as_socket().unwrap();
+        let overflows = Overflows::start();
+        let clients: Vec<_> = (0..4)
+            .map(|_| {
+                let c = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
+                    .unwrap();
+                c.set_nonblocking(true).unwrap();
+                let _ = c.connect(&addr.into());
+                c
+            })
+            .collect();
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while overflows.since().unwrap() == 0 {
+            assert!(std::time::Instant::now() < deadline, "no overflow counted");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        drop(clients);
+        let said = Overflows::explain(3, 1, 4);
+        assert!(said.contains("overflowed 3 times while 1 of 4"), "{said}");
     }
 
     #[test]

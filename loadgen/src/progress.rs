@@ -6,6 +6,10 @@ use std::time::Duration;
 pub trait Progress: Sync {
     /// Ramping up: `established` of `total` connections.
     fn ramp(&self, established: u64, failed: u64, total: u64);
+    /// Something the user must hear now (a listen queue overflowing): one line.
+    fn warn(&self, line: &str) {
+        eprintln!("iomodels: {line}");
+    }
     /// The ramp is over; `ready`: every connection is open. Answer whether to start (a
     /// worker process asks its parent here, so that every process starts together).
     fn gate(&self, ready: bool) -> bool {

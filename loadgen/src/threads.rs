@@ -46,6 +46,7 @@ pub fn run_tally(config: &Config, progress: &dyn Progress) -> Result<(Tally, Dur
 
     let plans = plans(config);
     let shared = Shared::default();
+    let overflows = limits::Overflows::start();
     let (tallies, measured, ready) = std::thread::scope(|scope| {
         let handles: Vec<_> = plans
             .iter()
@@ -58,7 +59,7 @@ pub fn run_tally(config: &Config, progress: &dyn Progress) -> Result<(Tally, Dur
                     .expect("spawn a load thread")
             })
             .collect();
-        let everyone_ready = ramp(&handles, &shared, total, progress);
+        let everyone_ready = ramp(&handles, &shared, total, &overflows, progress);
         let ready = everyone_ready && shared.established.load(Relaxed) as usize >= total;
         let start = gate(&shared, everyone_ready, total, progress);
         if let Some(start) = start {
@@ -82,7 +83,7 @@ pub fn run_tally(config: &Config, progress: &dyn Progress) -> Result<(Tally, Dur
                  window (another load process was not ready)"
             ));
         }
-        return Err(nothing_measured(&tally, total));
+        return Err(nothing_measured(&tally, total, overflows.since()));
     };
     Ok((tally, measured))
 }
@@ -114,9 +115,24 @@ fn plans(config: &Config) -> Vec<Plan> {
 }
 
 /// The ramp: wait for every thread to have opened (or failed) its connections; false if
-/// one ended before it was ready.
-fn ramp(handles: &[Handle<'_>], shared: &Shared, total: usize, progress: &dyn Progress) -> bool {
-    loop {
+/// one ended before it was ready. A listen queue that overflows meanwhile is said at once
+/// (within a quarter of a second): each connection it turned away waits a second.
+fn ramp(
+    handles: &[Handle<'_>],
+    shared: &Shared,
+    total: usize,
+    overflows: &limits::Overflows,
+    progress: &dyn Progress,
+) -> bool {
+    let mut told = false;
+    for turn in 0u64.. {
+        if !told && turn % 5 == 4 {
+            if let Some(n) = overflows.since().filter(|&n| n > 0) {
+                let up = shared.established.load(Relaxed);
+                progress.warn(&limits::Overflows::explain(n, up, total as u64));
+                told = true;
+            }
+        }
         let ready = shared.ready.load(Relaxed) as usize;
         progress.ramp(
             shared.established.load(Relaxed),
@@ -131,6 +147,7 @@ fn ramp(handles: &[Handle<'_>], shared: &Shared, total: usize, progress: &dyn Pr
         }
         std::thread::sleep(Duration::from_millis(50));
     }
+    unreachable!("the ramp's turns never run out")
 }
 
 /// The gate: the caller decides whether to start; every thread starts at the instant
@@ -204,18 +221,26 @@ fn merge(results: Vec<std::thread::Result<io::Result<Tally>>>) -> Result<Tally, 
     Ok(tally)
 }
 
-/// Why a run that never started measured nothing, with the errors of its ramp.
-fn nothing_measured(tally: &Tally, total: usize) -> String {
+/// Why a run that never started measured nothing, with the errors of its ramp and the
+/// listen queues' overflows meanwhile.
+fn nothing_measured(tally: &Tally, total: usize, overflows: Option<u64>) -> String {
     let errors: Vec<String> = ErrorClass::ALL
         .iter()
         .filter(|&&c| tally.errors[c as usize] > 0)
         .map(|&c| format!("{} {}", c.name(), tally.errors[c as usize]))
         .collect();
+    let established = tally.active_established + tally.idle_established;
+    let refused = tally.errors[ErrorClass::ConnectRefused as usize];
+    let why = match overflows {
+        _ if established == 0 && refused > 0 => {
+            "every connect was refused: is the server up, and listening at --target?".into()
+        }
+        Some(n) if n > 0 => limits::Overflows::explain(n, established, total as u64),
+        Some(_) => "no listen queue overflowed; is the server up and accepting?".into(),
+        None => "is the server up, and its backlog deep enough for --connect-rate?".into(),
+    };
     format!(
-        "established {} of {} connections ({}); nothing was measured: is the server \
-         up, and is its backlog (and net.core.somaxconn) deep enough for --connect-rate?",
-        tally.active_established + tally.idle_established,
-        total,
+        "established {established} of {total} connections ({}); nothing was measured: {why}",
         if errors.is_empty() {
             "no errors".into()
         } else {
@@ -234,4 +259,32 @@ pub fn peak_rss_kb() -> u64 {
                 .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
         })
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A run that measured nothing names the likeliest cause from what it saw: refusals
+    /// (nothing listens), overflows (a queue too short), or neither (a server not
+    /// accepting).
+    #[test]
+    fn nothing_measured_names_what_was_seen() {
+        let mut refused = Tally::default();
+        refused.errors[ErrorClass::ConnectRefused as usize] = 3;
+        let said = nothing_measured(&refused, 3, Some(0));
+        assert!(said.contains("every connect was refused"), "{said}");
+
+        let mut timed_out = Tally::default();
+        timed_out.errors[ErrorClass::ConnectTimeout as usize] = 48;
+        timed_out.idle_established = 2;
+        let said = nothing_measured(&timed_out, 50, Some(336));
+        assert!(
+            said.starts_with("established 2 of 50 connections (connect_timeout 48)")
+                && said.contains("overflowed 336 times"),
+            "{said}"
+        );
+        let said = nothing_measured(&timed_out, 50, Some(0));
+        assert!(said.contains("no listen queue overflowed"), "{said}");
+    }
 }

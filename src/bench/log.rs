@@ -90,6 +90,14 @@ impl Bar {
 }
 
 impl iomodels_loadgen::Progress for Bar {
+    fn warn(&self, line: &str) {
+        if self.0.is_hidden() {
+            eprintln!("iomodels: {line}");
+        } else {
+            self.0.println(format!("iomodels: {line}"));
+        }
+    }
+
     fn ramp(&self, established: u64, failed: u64, total: u64) {
         self.0.set_message(format!(
             "established {established} of {total} ({failed} failed)"

@@ -392,6 +392,15 @@ impl Sampler<'_> {
 }
 
 impl loadgen::Progress for Sampler<'_> {
+    fn warn(&self, line: &str) {
+        let line = format!("iomodels: {} · {line}", self.job);
+        if self.bar.is_hidden() {
+            eprintln!("{line}");
+        } else {
+            self.bar.println(line);
+        }
+    }
+
     fn ramp(&self, established: u64, failed: u64, total: u64) {
         self.bar.set_message(format!(
             "{} · connecting {established}/{total}{}",
